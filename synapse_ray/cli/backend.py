@@ -1,0 +1,94 @@
+"""``synapse-ray backend``: run and feed the embedded local backend.
+
+Commands only parse arguments and call :mod:`synapse_ray.backend`. The module
+also runs standalone: ``python -m synapse_ray.cli.backend serve``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from synapse_ray.backend import (
+    BackendError,
+    LocalBackendServer,
+    default_data_dir,
+    load_or_create_token,
+    register_dataset,
+)
+
+__all__ = ["backend"]
+
+_DATA_DIR_HELP = "Data directory of the local backend [default: $SYNAPSE_RAY_HOME or ~/.synapse_ray]."
+
+
+def _data_dir(value: Path | None) -> Path:
+    return value if value is not None else default_data_dir()
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=_DATA_DIR_HELP,
+)
+
+
+@click.group("backend", context_settings={"help_option_names": ["-h", "--help"]})
+def backend() -> None:
+    """Run and manage the embedded local backend (Synapse API on 127.0.0.1)."""
+
+
+@backend.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0 picks a free one).")
+@data_dir_option
+@click.option("--test-mode", is_flag=True, hidden=True, help="Enable fault injection (tests only).")
+def serve(host: str, port: int, data_dir: Path | None, test_mode: bool) -> None:
+    """Serve the local backend in the foreground until Ctrl-C."""
+    server = LocalBackendServer(_data_dir(data_dir), host=host, port=port, test_mode=test_mode)
+
+    def ready(srv: LocalBackendServer) -> None:
+        click.echo(f"Local backend listening on {srv.url} (data in {srv.data_dir})", err=True)
+        click.echo(f"  export SYNAPSE_HOST={srv.url}", err=True)
+        token_cmd = "synapse-ray backend token"
+        if data_dir is not None:
+            token_cmd += f" --data-dir {srv.data_dir}"
+        click.echo(f"  export SYNAPSE_ACCESS_TOKEN=$({token_cmd})", err=True)
+
+    try:
+        server.serve_forever(ready=ready)
+    except OSError as exc:
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}") from exc
+
+
+@backend.command("add-dataset")
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@data_dir_option
+def add_dataset(name: str, paths: tuple[Path, ...], data_dir: Path | None) -> None:
+    """Copy local files (or directories) into the store as a data collection.
+
+    Prints the new data collection id as the only line on stdout.
+    """
+    try:
+        collection_id = register_dataset(_data_dir(data_dir), name, paths)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(collection_id))
+
+
+@backend.command()
+@data_dir_option
+def token(data_dir: Path | None) -> None:
+    """Print the local backend's access token (created on first use).
+
+    Use as: export SYNAPSE_ACCESS_TOKEN=$(synapse-ray backend token)
+    """
+    click.echo(load_or_create_token(_data_dir(data_dir)))
+
+
+if __name__ == "__main__":
+    sys.exit(backend())

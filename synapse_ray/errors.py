@@ -1,0 +1,115 @@
+"""The exception hierarchy.
+
+Every error here must survive ``pickle`` (Ray ships exceptions between
+processes): constructors take only optional keyword arguments beyond the
+message, and ``__reduce__`` rebuilds them from the same values.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in another process."""
+
+    def __init__(self, tb: str = "") -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n" + self.tb
+
+
+class SynapseRayError(Exception):
+    """Base of every error this library raises on purpose."""
+
+    def __init__(self, message: str = "", **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.fields, self.__dict__, _cause_state(self)))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _cause_state(err: BaseException) -> tuple[BaseException | None, str | None]:
+    """The chained cause, if it pickles, and its formatted traceback (always)."""
+    cause = err.__cause__
+    if cause is None:
+        return None, None
+    tb = getattr(cause, "remote_traceback", None) or "".join(traceback.format_exception(cause))
+    try:
+        pickle.dumps(cause)
+    except Exception:  # noqa: BLE001 - an unpicklable cause travels as text only
+        return None, tb
+    return cause, tb
+
+
+def _rebuild(
+    cls: type[SynapseRayError],
+    message: str,
+    fields: dict[str, Any],
+    state: dict[str, Any],
+    cause_state: tuple[BaseException | None, str | None] = (None, None),
+) -> SynapseRayError:
+    err = cls.__new__(cls)
+    SynapseRayError.__init__(err, message, **fields)
+    err.__dict__.update(state)
+    cause, tb = cause_state
+    if tb is not None:
+        remote = RemoteTraceback(tb)
+        if cause is None:
+            cause = remote
+        elif cause.__cause__ is None and cause.__traceback__ is None:
+            cause.__cause__ = remote
+        err.__cause__ = cause
+        err.remote_traceback = tb
+    return err
+
+
+class ConfigurationError(SynapseRayError, ValueError):
+    """Bad input caught before anything runs: a target, an option, a value."""
+
+
+class ParamsValidationError(SynapseRayError, ValueError):
+    """Action params failed pydantic validation; ``errors`` lists each field."""
+
+
+class TargetError(ConfigurationError):
+    """An action target string does not name an importable action class."""
+
+
+class ContextPicklingError(SynapseRayError, TypeError):
+    """A context attribute cannot cross a process boundary."""
+
+
+class StepError(SynapseRayError):
+    """A step failed; names the step and attempt and chains the cause."""
+
+
+class StepResultError(StepError, TypeError):
+    """A step returned something other than a ``StepResult``."""
+
+
+class RunCancelledError(SynapseRayError):
+    """The run was cancelled before it finished."""
+
+
+class ActionError(SynapseRayError):
+    """A simple (non step-based) action raised; chains the cause."""
+
+
+class WorkerCrashedError(SynapseRayError):
+    """The process running a step or action died (node lost, OOM, killed)."""
+
+
+class ClusterError(ConfigurationError):
+    """The Ray cluster cannot run this: unreachable, or missing resources."""
