@@ -1,0 +1,82 @@
+"""Live progress on the driver: a rich display on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from synapse_ray.runtime.progress import ProgressSnapshot
+
+
+def describe(snap: ProgressSnapshot) -> str:
+    parts = [f"{snap.overall:5.1f}%", snap.status.value]
+    if snap.current_step:
+        step = snap.steps.get(snap.current_step)
+        attempt = f" attempt {step.attempt}" if step and step.attempt > 1 else ""
+        parts.append(f"step={snap.current_step}{attempt}")
+    for name, cat in snap.categories.items():
+        parts.append(f"{name}={cat.current:g}/{cat.total:g}")
+    return " ".join(parts)
+
+
+def follow(handle: Any, stream: TextIO | None = None, quiet: bool = False) -> ProgressSnapshot:
+    """Show progress until the run ends; returns the last snapshot."""
+    stream = stream or sys.stderr
+    if quiet:
+        handle.wait()
+        return handle.progress()
+    if stream.isatty():
+        return _follow_rich(handle, stream)
+    return _follow_plain(handle, stream)
+
+
+def _follow_plain(handle: Any, stream: TextIO, min_interval: float = 1.0) -> ProgressSnapshot:
+    snap = handle.progress()
+    last_line, last_time = "", 0.0
+    while True:
+        line = describe(snap)
+        now = time.monotonic()
+        key = (snap.status, snap.current_step)
+        changed = key != getattr(_follow_plain, "_key", None)
+        if line != last_line and (changed or now - last_time >= min_interval or snap.status.is_terminal):
+            print(f"[{handle.run_id}] {line}", file=stream, flush=True)
+            last_line, last_time = line, now
+            _follow_plain._key = key  # type: ignore[attr-defined]
+        for warning in snap.warnings:
+            if warning not in _seen_warnings:
+                _seen_warnings.add(warning)
+                print(f"[{handle.run_id}] warning: {warning}", file=stream, flush=True)
+        if snap.status.is_terminal:
+            return snap
+        snap = handle.wait_for_update(snap.version, timeout=0.5)
+
+
+_seen_warnings: set[str] = set()
+
+
+def _follow_rich(handle: Any, stream: TextIO) -> ProgressSnapshot:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    console = Console(file=stream)
+    columns = (
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        overall = bar.add_task("overall", total=100, info="")
+        rows: dict[str, Any] = {}
+        snap = handle.progress()
+        while True:
+            bar.update(overall, completed=snap.overall, info=snap.status.value)
+            for name, step in snap.steps.items():
+                if name not in rows:
+                    rows[name] = bar.add_task(f"  {name}", total=100, info="")
+                info = step.status.value + (f" (attempt {step.attempt})" if step.attempt > 1 else "")
+                bar.update(rows[name], completed=step.percent, info=info)
+            if snap.status.is_terminal:
+                return snap
+            snap = handle.wait_for_update(snap.version, timeout=0.5)

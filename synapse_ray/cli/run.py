@@ -1,0 +1,138 @@
+"""``synapse-ray run``: validate, run with live progress, print the result as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from synapse_ray.backend import BackendSpec, start_embedded
+from synapse_ray.cli.display import follow
+from synapse_ray.cli.output import error_paragraph, to_json
+from synapse_ray.errors import ConfigurationError, ParamsValidationError, SynapseRayError, TargetError
+from synapse_ray.executors.base import Executor, resolve
+from synapse_ray.executors.local import LocalExecutor
+
+
+def _executor(
+    kind: str, mode: str, address: str | None, num_cpus: float | None, num_gpus: float | None
+) -> Executor:
+    if kind == "local":
+        return LocalExecutor()
+    from synapse_ray.executors.ray_executor import RayExecutor
+
+    return RayExecutor(address=address, mode=mode, num_cpus=num_cpus, num_gpus=num_gpus)
+
+
+def parse_params(raw: str | None) -> dict[str, Any]:
+    """``--params`` takes inline JSON or ``@file.json``; it must be a JSON object."""
+    if raw is None or raw == "":
+        return {}
+    source = "--params"
+    if raw.startswith("@"):
+        path = Path(raw[1:]).expanduser()
+        if not path.is_file():
+            raise click.BadParameter(f"params file not found: {path}", param_hint="--params")
+        source, raw = str(path), path.read_text()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{source} is not valid JSON: {exc}", param_hint="--params") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(
+            f"{source} must be a JSON object, got {type(value).__name__}", param_hint="--params"
+        )
+    return value
+
+
+@click.command()
+@click.argument("target")
+@click.option("--params", "params_raw", default=None, help="Params as a JSON object, or @file.json.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: in this process; ray: on a Ray cluster (local Ray unless --address / RAY_ADDRESS).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "task", "actors"]),
+    default="auto",
+    show_default=True,
+    help="Ray only. auto: simple actions as a task, step-based actions one actor per step.",
+)
+@click.option("--address", default=None, help="Ray only. Cluster address (host:port); default RAY_ADDRESS.")
+@click.option("--num-cpus", type=click.FloatRange(min=0), default=None, help="Ray only. CPUs per task/actor.")
+@click.option("--num-gpus", type=click.FloatRange(min=0), default=None, help="Ray only. GPUs per task/actor.")
+@click.option("--quiet", "-q", is_flag=True, help="No live progress; print only the result.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data dir of the embedded backend (used when SYNAPSE_HOST is not set).",
+)
+def run(
+    target: str,
+    params_raw: str | None,
+    executor: str,
+    mode: str,
+    address: str | None,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    quiet: bool,
+    data_dir: Path | None,
+) -> None:
+    """Run TARGET (module:Class or path/to/file.py:Class) and print its result as JSON.
+
+    The backend comes from SYNAPSE_HOST / SYNAPSE_ACCESS_TOKEN; without them an
+    embedded local backend is started on 127.0.0.1 for the duration of the run.
+    """
+    params = parse_params(params_raw)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `module:Class` targets resolve from here, like `python -m`
+    ray_only = {
+        "--mode": mode != "auto",
+        "--address": address,
+        "--num-cpus": num_cpus,
+        "--num-gpus": num_gpus,
+    }
+    if executor != "ray" and any(v not in (None, False) for v in ray_only.values()):
+        used = ", ".join(k for k, v in ray_only.items() if v not in (None, False))
+        raise click.UsageError(f"{used} only apply with --executor ray")
+    try:
+        resolve(target, params)  # bad input fails here, before anything runs
+        spec = BackendSpec.from_env()
+        runner = _executor(executor, mode, address, num_cpus, num_gpus)
+    except (TargetError, ParamsValidationError, ConfigurationError, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    with ExitStack() as stack:
+        if spec is None:
+            server = stack.enter_context(start_embedded(data_dir))
+            spec = server.spec
+            click.echo(
+                f"Using the embedded local backend at {server.url} (data in {server.data_dir})", err=True
+            )
+        runner.backend = spec
+        try:
+            handle = runner.submit(target, params)
+        except (ConfigurationError, SynapseRayError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        try:
+            follow(handle, quiet=quiet)
+            result = handle.result()
+        except KeyboardInterrupt:
+            click.echo(f"Cancelling run {handle.run_id} ...", err=True)
+            handle.cancel(grace_s=10.0)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - one paragraph, non-zero exit
+            click.echo(f"Error: {error_paragraph(exc, handle.run_id)}", err=True)
+            sys.exit(1)
+    click.echo(to_json(result))

@@ -1,0 +1,1 @@
+"""Executors decide where an action runs; step semantics stay in the orchestrator."""

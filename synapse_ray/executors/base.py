@@ -1,0 +1,99 @@
+"""The executor interface and the run handle every executor returns."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from synapse_ray.action import BaseAction
+from synapse_ray.errors import ActionError, RunCancelledError, StepError, SynapseRayError
+from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.status import RunStatus
+from synapse_ray.targets import load_action
+
+ActionTarget = str | type[BaseAction[Any]]
+
+
+class RunHandle(ABC):
+    """A submitted run: poll it, follow its progress, wait for it, cancel it."""
+
+    run_id: str
+
+    @abstractmethod
+    def status(self) -> RunStatus: ...
+
+    @abstractmethod
+    def progress(self) -> ProgressSnapshot: ...
+
+    @abstractmethod
+    def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
+        """Block until progress moves past ``version`` (or timeout); return a snapshot."""
+
+    @abstractmethod
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run; return its result or re-raise its error."""
+
+    @abstractmethod
+    def cancel(self, grace_s: float = 10.0) -> None: ...
+
+    def logs(self) -> list[dict[str, Any]]:
+        return []
+
+    def done(self) -> bool:
+        return self.status().is_terminal
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            self.wait_for_update(self.progress().version, timeout=0.5)
+        return self.status()
+
+
+class Executor(ABC):
+    """Runs an action somewhere. ``execute`` blocks; ``submit`` returns a handle."""
+
+    backend: Any = None  # a BackendSpec, shipped to wherever the action runs
+
+    def execute(self, action: ActionTarget, params: Mapping[str, Any] | Any = None) -> Any:
+        handle = self.submit(action, params)
+        try:
+            return handle.result()
+        except KeyboardInterrupt:
+            handle.cancel(grace_s=5.0)
+            raise
+
+    @abstractmethod
+    def submit(self, action: ActionTarget, params: Mapping[str, Any] | Any = None) -> RunHandle: ...
+
+
+def resolve(action: ActionTarget, params: Any) -> tuple[type[BaseAction[Any]], Any]:
+    """Load the target and validate params: every bad input fails here, before any work."""
+    cls = load_action(action)
+    return cls, cls.validate_params(params)
+
+
+def wrap_error(action_name: str, exc: BaseException) -> BaseException:
+    """Give an action's failure our type (chained to the original) unless it has one."""
+    if isinstance(exc, StepError | RunCancelledError | ActionError):
+        return exc
+    if isinstance(exc, SynapseRayError):
+        return exc
+    err = ActionError(
+        f"Action '{action_name}' failed: {type(exc).__name__}: {exc}",
+        action=action_name,
+        cause_type=type(exc).__name__,
+    )
+    err.__cause__ = exc
+    return err
+
+
+def status_for(exc: BaseException | None) -> RunStatus:
+    if exc is None:
+        return RunStatus.SUCCEEDED
+    if isinstance(exc, RunCancelledError):
+        return RunStatus.CANCELLED
+    return RunStatus.FAILED

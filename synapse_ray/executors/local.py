@@ -1,0 +1,116 @@
+"""Run an action in this process, in a background thread. For debugging and tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for, wrap_error
+from synapse_ray.runtime.context import RuntimeContext, new_run_id
+from synapse_ray.runtime.logging import configure_logging
+from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.progress_state import ProgressState
+from synapse_ray.runtime.reporter import LocalSink, ProgressReporter, wait_for_state
+from synapse_ray.runtime.status import RunStatus
+from synapse_ray.steps.placement import InProcessPlacement
+
+if TYPE_CHECKING:
+    from synapse_ray.backend.spec import BackendSpec
+
+
+def backend_from_env() -> BackendSpec | None:
+    from synapse_ray.backend.spec import BackendSpec
+
+    return BackendSpec.from_env()
+
+
+class LocalRunHandle(RunHandle):
+    def __init__(self, runtime: RuntimeContext, sink: LocalSink) -> None:
+        self.run_id = runtime.run_id
+        self.runtime = runtime
+        self._sink = sink
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self, action: Any) -> None:
+        rt = self.runtime
+        rt.progress.run_status(RunStatus.RUNNING.value)
+        try:
+            self._result = action.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
+            self._error = wrap_error(action.action_name, exc)
+            rt.logger.error("run_failed", error=str(self._error))
+        finally:
+            status = status_for(self._error)
+            rt.progress.run_status(status.value, str(self._error) if self._error else None)
+            rt.progress.close()
+            self._done.set()
+
+    def start(self, action: Any) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(action,), name=f"synapse-ray-run-{self.run_id}", daemon=True
+        )
+        self._thread.start()
+
+    def status(self) -> RunStatus:
+        with self._sink.lock:
+            return self._sink.state.status
+
+    def progress(self) -> ProgressSnapshot:
+        with self._sink.lock:
+            return self._sink.state.snapshot()
+
+    def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
+        wait_for_state(self._sink, version, timeout)
+        return self.progress()
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def cancel(self, grace_s: float = 10.0) -> None:
+        """Cooperative: the running step sees ``ctx.cancelled``; no further step starts.
+
+        A thread cannot be killed, so a step that never checks the flag runs to
+        its end; the run is still marked CANCELLED and rolled back after it.
+        """
+        self.runtime.cancel_token.cancel("cancelled by user")
+        self._done.wait(grace_s)
+
+    def logs(self) -> list[dict[str, Any]]:
+        with self._sink.lock:
+            return list(self._sink.state.logs)
+
+
+class LocalExecutor(Executor):
+    """Runs the action in this process; same API and semantics as the Ray executors."""
+
+    def __init__(self, backend: BackendSpec | None = None, env: dict[str, str] | None = None) -> None:
+        self.backend = backend
+        self.env = dict(env or {})
+
+    def submit(
+        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, run_id: str | None = None
+    ) -> LocalRunHandle:
+        cls, validated = resolve(action, params)
+        configure_logging()
+        run_id = run_id or new_run_id()
+        backend = self.backend if self.backend is not None else backend_from_env()
+        sink = LocalSink(ProgressState(run_id=run_id))
+        runtime = RuntimeContext(
+            run_id=run_id,
+            env=self.env,
+            backend=backend,
+            progress=ProgressReporter(sink),
+            action_name=cls.action_name,
+        )
+        runtime.step_placement = InProcessPlacement()
+        handle = LocalRunHandle(runtime, sink)
+        handle.start(cls(validated, runtime))
+        return handle

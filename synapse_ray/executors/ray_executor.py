@@ -1,0 +1,317 @@
+"""``RayExecutor``: the same action on Ray, as one task or one actor per step.
+
+``mode="auto"`` runs a simple action as a task and a step-based action with an
+actor per step; ``"task"`` and ``"actors"`` force one. In actor mode the
+driver runs ``run()`` and the one orchestrator, with a placement that ships
+each step to its actor. Progress from every worker flows to the shared
+aggregator actor; ``RunHandle.progress()`` reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from synapse_ray.errors import (
+    ConfigurationError,
+    RunCancelledError,
+    WorkerCrashedError,
+)
+from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for
+from synapse_ray.executors.ray_placement import RayActorPlacement, unwrap_remote
+from synapse_ray.executors.ray_remote import StepWorker, run_action
+from synapse_ray.executors.ray_session import ResourceView, ensure_ray, ship_code
+from synapse_ray.runtime.aggregator import get_aggregator
+from synapse_ray.runtime.cancel import CancelToken
+from synapse_ray.runtime.context import RuntimeContext, new_run_id
+from synapse_ray.runtime.logging import configure_logging
+from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.ray_transport import AggregatorCancelSource, RaySink
+from synapse_ray.runtime.reporter import ProgressReporter
+from synapse_ray.runtime.status import RunStatus
+
+if TYPE_CHECKING:
+    from synapse_ray.backend.spec import BackendSpec
+
+MODES = ("auto", "task", "actors")
+_SECRET_ENV = ("SYNAPSE_ACCESS_TOKEN",)
+
+
+def _aggregator_name() -> str:
+    import ray
+
+    return f"progress-{ray.get_runtime_context().get_job_id()}"
+
+
+class RayRunHandle(RunHandle):
+    """A run on Ray. Work happens in a driver thread that waits on the task or orchestrates actors."""
+
+    def __init__(self, runtime: RuntimeContext, aggregator: Any, sink: RaySink) -> None:
+        self.run_id = runtime.run_id
+        self.runtime = runtime
+        self._aggregator = aggregator
+        self._sink = sink
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._final: RunStatus | None = None
+        self._task_ref: Any = None
+        self._placement: RayActorPlacement | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- the work ----------------------------------------------------------
+    def start(self, work: Any) -> None:
+        self._thread = threading.Thread(
+            target=self._main, args=(work,), daemon=True, name=f"synapse-ray-run-{self.run_id}"
+        )
+        self._thread.start()
+
+    def _main(self, work: Any) -> None:
+        try:
+            self._result = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
+            self._error = exc
+        finally:
+            if (
+                self._error is not None
+                and self.runtime.cancel_token.cancelled
+                and not isinstance(self._error, RunCancelledError)
+            ):
+                err = RunCancelledError(f"Run cancelled: {self._error}", reason="cancelled by user")
+                err.__cause__ = self._error
+                self._error = err
+            status = status_for(self._error)
+            self.runtime.progress.run_status(status.value, str(self._error) if self._error else None)
+            self._final = status
+            self._done.set()
+
+    # -- reading ---------------------------------------------------------------
+    def status(self) -> RunStatus:
+        if self._final is not None:
+            return self._final
+        return self.progress().status
+
+    def progress(self) -> ProgressSnapshot:
+        import ray
+
+        if self._final is not None:
+            self._sink.sync()  # the terminal event is folded in before we read
+        return ray.get(self._aggregator.snapshot.remote(self.run_id))
+
+    def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
+        import ray
+
+        if self._final is not None:
+            self._sink.sync()
+        return ray.get(self._aggregator.wait_for_update.remote(self.run_id, version, timeout))
+
+    def logs(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get(self._aggregator.logs.remote(self.run_id))
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    # -- cancel ----------------------------------------------------------------
+    def cancel(self, grace_s: float = 10.0) -> None:
+        """Ask the run to stop; after ``grace_s`` kill the task or the running step's actor."""
+        import ray
+
+        self.runtime.cancel_token.cancel("cancelled by user")
+        ray.get(self._aggregator.cancel.remote(self.run_id))
+        if self._done.wait(grace_s):
+            return
+        if self._task_ref is not None:
+            ray.cancel(self._task_ref, force=True)
+        elif self._placement is not None:
+            self._placement.kill_running()
+        self._done.wait(max(grace_s, 30.0))
+
+
+class RayExecutor(Executor):
+    """Run actions on a Ray cluster (local when no address is given)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        backend: BackendSpec | None = None,
+        mode: str = "auto",
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        max_retries: int = 3,
+        reuse_actors: bool = True,
+        check_resources: bool = True,
+        connect_timeout: float = 15.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("memory", memory)):
+            if value is not None and (not isinstance(value, int | float) or value < 0):
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        env_vars = (runtime_env or {}).get("env_vars") or {}
+        leaked = [k for k in env_vars if k in _SECRET_ENV or "TOKEN" in k.upper()]
+        if leaked:
+            raise ConfigurationError(
+                f"runtime_env.env_vars must not carry secrets ({', '.join(leaked)}): runtime_env is "
+                "visible in the Ray dashboard and job metadata. Pass backend=BackendSpec(...) instead; "
+                "the token then travels as a task argument."
+            )
+        self.address = address
+        self.backend = backend
+        self.mode = mode
+        self.options: dict[str, Any] = {}
+        if num_cpus is not None:
+            self.options["num_cpus"] = num_cpus
+        if num_gpus is not None:
+            self.options["num_gpus"] = num_gpus
+        if memory is not None:
+            self.options["memory"] = memory
+        if resources:
+            self.options["resources"] = dict(resources)
+        self.runtime_env = runtime_env
+        self.max_retries = max_retries
+        self.reuse_actors = reuse_actors
+        self.check_resources = check_resources
+        self.connect_timeout = connect_timeout
+        self.env = dict(env or {})
+        self._resources = ResourceView()
+        self._aggregator: Any = None
+
+    def aggregator(self) -> Any:
+        if self._aggregator is None:
+            self._aggregator = get_aggregator(_aggregator_name())
+        return self._aggregator
+
+    def connect(self) -> None:
+        ensure_ray(self.address, self.runtime_env, self.connect_timeout)
+
+    def submit(
+        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, run_id: str | None = None
+    ) -> RayRunHandle:
+        cls, validated = resolve(action, params)
+        configure_logging()
+        backend = self.backend
+        if backend is None:
+            from synapse_ray.backend.spec import BackendSpec
+
+            backend = BackendSpec.from_env()
+        self.connect()
+        ship_code(cls)
+        run_id = run_id or new_run_id()
+        aggregator = self.aggregator()
+        sink = RaySink(aggregator, run_id)
+        runtime = RuntimeContext(
+            run_id=run_id,
+            env=self.env,
+            backend=backend,
+            progress=ProgressReporter(sink),
+            cancel=CancelToken(AggregatorCancelSource(aggregator, run_id)),
+            action_name=cls.action_name,
+        )
+        driver_action = cls(validated, runtime)
+        registry = driver_action.build_registry()
+        mode = self.mode if self.mode != "auto" else ("actors" if registry else "task")
+        handle = RayRunHandle(runtime, aggregator, sink)
+        if mode == "task":
+            if self.check_resources:
+                self._resources.check(f"Action '{cls.action_name}'", self.options)
+            handle.start(lambda: self._run_task(handle, cls, validated, runtime))
+        elif registry:
+            placement = RayActorPlacement(
+                self.options,
+                reuse=self.reuse_actors,
+                resources=self._resources if self.check_resources else _NoCheck(),
+                crash_retries=self.max_retries,
+            )
+            placement.validate(registry.get_steps(), driver_action.create_context())
+            runtime.step_placement = placement
+            handle._placement = placement
+            handle.start(lambda: self._run_actors(handle, driver_action, placement))
+        else:
+            if self.check_resources:
+                self._resources.check(f"Action '{cls.action_name}'", self.options)
+            handle.start(lambda: self._run_single_actor(handle, cls, validated, runtime))
+        return handle
+
+    # -- the three ways to run ------------------------------------------------
+    def _run_task(self, handle: RayRunHandle, cls: type, params: Any, runtime: RuntimeContext) -> Any:
+        import ray
+
+        runtime.progress.run_status(RunStatus.RUNNING.value)
+        task = ray.remote(run_action).options(
+            max_retries=self.max_retries, retry_exceptions=False, **self.options
+        )
+        handle._task_ref = task.remote(cls, params, runtime)
+        return _get(handle._task_ref, cls.action_name, runtime)
+
+    def _run_actors(self, handle: RayRunHandle, action: Any, placement: RayActorPlacement) -> Any:
+        runtime = action.runtime_ctx
+        runtime.progress.run_status(RunStatus.RUNNING.value)
+        try:
+            return action.run()
+        finally:
+            placement.close()
+
+    def _run_single_actor(self, handle: RayRunHandle, cls: type, params: Any, runtime: RuntimeContext) -> Any:
+        import ray
+
+        runtime.progress.run_status(RunStatus.RUNNING.value)
+        attempts = self.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            actor = ray.remote(StepWorker).options(max_restarts=0, **self.options).remote()
+            placement = RayActorPlacement()
+            placement._actors.append(actor)
+            placement._running = actor
+            handle._placement = placement
+            try:
+                return _get(actor.run_action.remote(cls, params, runtime), cls.action_name, runtime)
+            except WorkerCrashedError:
+                if attempt == attempts or runtime.cancelled:
+                    raise
+            finally:
+                placement.close()
+        raise AssertionError("unreachable")
+
+
+class _NoCheck(ResourceView):
+    def check(self, what: str, options: dict[str, Any]) -> None:
+        return None
+
+
+def _get(ref: Any, action_name: str, runtime: RuntimeContext) -> Any:
+    """``ray.get`` with Ray's failures turned into ours."""
+    import ray
+    from ray.exceptions import (
+        RayActorError,
+        RayTaskError,
+        TaskCancelledError,
+    )
+    from ray.exceptions import (
+        WorkerCrashedError as RayWorkerCrashed,
+    )
+
+    try:
+        return ray.get(ref)
+    except TaskCancelledError as exc:
+        raise RunCancelledError(f"Action '{action_name}' was cancelled", action=action_name) from exc
+    except RayTaskError as exc:
+        raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
+    except (RayActorError, RayWorkerCrashed) as exc:
+        if runtime.cancel_token.cancelled:
+            raise RunCancelledError(f"Action '{action_name}' was cancelled", action=action_name) from None
+        raise WorkerCrashedError(
+            f"Action '{action_name}': the worker process died ({str(exc).strip().splitlines()[0]})",
+            action=action_name,
+        ) from None

@@ -1,0 +1,203 @@
+"""The actor-per-step placement: each step executes in its own Ray actor.
+
+The orchestrator (on the driver) keeps every step semantic; this only ships
+the step and its context to an actor created with the step's resources, and
+brings the result and the updated context back. Actors stay alive until the
+run ends when a rollback may still need them, and all are killed at close.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from synapse_ray.errors import ContextPicklingError, RemoteTraceback, RunCancelledError, WorkerCrashedError
+from synapse_ray.executors.ray_remote import StepWorker
+from synapse_ray.executors.ray_session import ResourceView
+from synapse_ray.steps.context import check_picklable
+from synapse_ray.steps.step import BaseStep, StepResult
+
+
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """Turn Ray's wrapper back into the step's own exception, remote traceback attached."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(exc, RayTaskError):
+        cause = exc.cause if exc.cause is not None else exc
+        if cause is not exc:
+            tb = getattr(exc, "traceback_str", None) or str(exc)
+            if getattr(cause, "remote_traceback", None) is None:
+                try:
+                    cause.remote_traceback = tb  # type: ignore[attr-defined]
+                except AttributeError:
+                    pass
+            if cause.__cause__ is None:
+                cause.__cause__ = RemoteTraceback(tb)
+            cause.__suppress_context__ = True  # Ray's wrapper adds nothing once unwrapped
+        return cause
+    return exc
+
+
+def has_rollback(step: BaseStep[Any]) -> bool:
+    return type(step).rollback is not BaseStep.rollback
+
+
+class RayActorPlacement:
+    def __init__(
+        self,
+        default_options: dict[str, Any] | None = None,
+        reuse: bool = True,
+        resources: ResourceView | None = None,
+        crash_retries: int = 0,
+    ) -> None:
+        self.default_options = dict(default_options or {})
+        self.crash_retries = crash_retries
+        self._validated = False
+        self.reuse = reuse
+        self.resources = resources or ResourceView()
+        self._lock = threading.Lock()
+        self._actors: list[Any] = []
+        self._by_step: dict[str, Any] = {}
+        self._last: tuple[str, Any] | None = None
+        self._running: Any = None
+        self._closed = False
+
+    # -- options ---------------------------------------------------------
+    def options_for(self, step: BaseStep[Any]) -> dict[str, Any]:
+        opts = dict(self.default_options)
+        if step.resources is not None:
+            opts.update(step.resources.to_ray_options())
+        return opts
+
+    def validate(self, steps: list[BaseStep[Any]], ctx: Any) -> None:
+        """Every bad-input check, before any actor starts."""
+        from ray import cloudpickle
+
+        for step in steps:
+            self.resources.check(f"Step '{step.name}'", self.options_for(step))
+            try:
+                cloudpickle.dumps(step)
+            except Exception as exc:  # noqa: BLE001
+                raise ContextPicklingError(
+                    f"Step '{step.name}' ({type(step).__name__}) cannot be pickled to send it to its "
+                    f"actor: {exc}. Keep live objects out of step instances; build them in execute().",
+                    step=step.name,
+                ) from None
+        if steps:
+            check_picklable(ctx, step=steps[0].name)
+        self._validated = True
+
+    def prepare(self, steps: list[BaseStep[Any]], ctx: Any) -> None:
+        if not self._validated:
+            self.validate(steps, ctx)
+
+    # -- actors ------------------------------------------------------------
+    def _actor_for(self, step: BaseStep[Any]) -> Any:
+        import ray
+
+        opts = self.options_for(step)
+        key = json.dumps(opts, sort_keys=True, default=str)
+        with self._lock:
+            if self._closed:
+                raise RunCancelledError("run is closing; no new step actors", step=step.name)
+            if self.reuse and self._last is not None and self._last[0] == key:
+                return self._last[1]
+            if self._last is not None:
+                self._release_if_unneeded(self._last[1])
+            actor = ray.remote(StepWorker).options(max_restarts=0, max_concurrency=1, **opts).remote()
+            self._actors.append(actor)
+            self._last = (key, actor)
+            return actor
+
+    def _release_if_unneeded(self, actor: Any) -> None:
+        """Kill an actor as soon as no rollback can need it: frees its resources."""
+        import ray
+
+        if any(a is actor for a in self._by_step.values()):
+            return
+        ray.kill(actor, no_restart=True)
+
+    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        check_picklable(ctx, step=step.name)
+        ctx.runtime_ctx.progress.flush(wait=True)  # the step's "running" event lands first
+        actor = self._actor_for(step)
+        if has_rollback(step):
+            self._by_step[step.name] = actor
+        ref = actor.run_step.remote(step, ctx, attempt)
+        self._running = actor
+        try:
+            return ray.get(ref)
+        except RayTaskError as exc:
+            raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
+        except RayActorError as exc:
+            self._forget(actor)
+            raise WorkerCrashedError(
+                f"The actor running step '{step.name}' (attempt {attempt}) died: {_first_line(exc)}",
+                step=step.name,
+                attempt=attempt,
+            ) from None
+        finally:
+            self._running = None
+
+    def rollback_step(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        if not has_rollback(step):
+            return ctx
+        actor = self._by_step.get(step.name)
+        if actor is None:
+            raise WorkerCrashedError(
+                f"Cannot roll back step '{step.name}': the actor that ran it is gone", step=step.name
+            )
+        try:
+            return ray.get(actor.rollback.remote(step, ctx, result))
+        except RayTaskError as exc:
+            raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
+        except RayActorError as exc:
+            raise WorkerCrashedError(
+                f"Cannot roll back step '{step.name}': its actor died ({_first_line(exc)})", step=step.name
+            ) from None
+
+    def _forget(self, actor: Any) -> None:
+        with self._lock:
+            self._by_step = {k: a for k, a in self._by_step.items() if a is not actor}
+            if self._last is not None and self._last[1] is actor:
+                self._last = None
+
+    def kill_running(self) -> bool:
+        """The cancel fallback: kill the actor of the running step."""
+        import ray
+
+        actor = self._running
+        if actor is None:
+            return False
+        ray.kill(actor, no_restart=True)
+        return True
+
+    def close(self) -> None:
+        import ray
+
+        with self._lock:
+            self._closed = True
+            actors, self._actors = self._actors, []
+            self._by_step.clear()
+            self._last = None
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    @property
+    def actor_count(self) -> int:
+        return len(self._actors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

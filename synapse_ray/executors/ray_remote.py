@@ -1,0 +1,67 @@
+"""What runs inside Ray workers: the action task and the per-step actor.
+
+Both receive plain values (action class, validated params, a pickled
+``RuntimeContext`` holding the backend spec and the progress transport),
+rebuild what they need, and flush progress before returning so the driver
+never sees a result before its last progress.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from synapse_ray.executors.base import wrap_error
+from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.runtime.logging import configure_logging
+from synapse_ray.steps.placement import InProcessPlacement
+from synapse_ray.steps.step import BaseStep, StepResult
+
+
+def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Any:
+    """Build the action in this worker and run it, steps in-process."""
+    configure_logging()
+    runtime.step_placement = InProcessPlacement()
+    action = cls(params, runtime)
+    try:
+        return action.run()
+    except BaseException as exc:
+        err = wrap_error(action.action_name, exc)
+        if err is exc:
+            raise
+        raise err from exc
+    finally:
+        runtime.progress.close()
+
+
+class StepWorker:
+    """One actor per step (or per run of steps with identical options).
+
+    ``rollback`` must run here, where ``execute`` ran: node-local files the
+    step wrote are on this machine.
+    """
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def __init__(self) -> None:
+        configure_logging()
+
+    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
+        try:
+            result = step.execute(ctx)
+        finally:
+            ctx.runtime_ctx.progress.close()
+        return result, ctx
+
+    def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
+        try:
+            step.rollback(ctx, result)
+        finally:
+            ctx.runtime_ctx.progress.close()
+        return ctx
+
+    def run_action(self, cls: type, params: Any, runtime: RuntimeContext) -> Any:
+        return run_action(cls, params, runtime)

@@ -1,0 +1,1 @@
+"""What an action needs while it runs, wherever it runs: context, progress, logging."""

@@ -1,0 +1,62 @@
+"""Cooperative cancellation.
+
+A sync Ray actor method is never interrupted and ``ray.cancel`` only lands
+after a blocking call returns, so steps check a flag. The token is a value:
+it pickles to its current state plus an optional remote source (the Ray
+executor plugs in one that asks the run's aggregator) so a step running in
+another process still sees the driver's cancel.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from synapse_ray.errors import RunCancelledError
+
+
+class CancelSource(Protocol):
+    """Somewhere else that can say "this run was cancelled"."""
+
+    def is_cancelled(self) -> bool: ...
+
+
+class CancelToken:
+    def __init__(self, source: CancelSource | None = None) -> None:
+        self._event = threading.Event()
+        self.source = source
+        self.reason: str | None = None
+
+    def cancel(self, reason: str | None = None) -> None:
+        self.reason = reason or self.reason or "cancelled"
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if self._event.is_set():
+            return True
+        if self.source is not None:
+            try:
+                if self.source.is_cancelled():
+                    self.cancel("cancelled by driver")
+                    return True
+            except Exception:  # noqa: BLE001 - an unreachable source means "not known cancelled"
+                return False
+        return False
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise RunCancelledError(f"Run cancelled: {self.reason}", reason=self.reason)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early on a local cancel."""
+        return self._event.wait(timeout) or self.cancelled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cancelled": self._event.is_set(), "source": self.source, "reason": self.reason}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["source"])  # type: ignore[misc]
+        self.reason = state["reason"]
+        if state["cancelled"]:
+            self._event.set()

@@ -1,0 +1,138 @@
+"""The runtime context an action runs with, in any process.
+
+It is a value: pickling keeps the ids, the environment, the backend spec, the
+progress sink and the cancel token; the backend client, the logger and the
+step placement are rebuilt (or left out) on the far side. The client is built
+on first use in the process that needs it, so a token never travels inside a
+live object and each process keeps one connection pool.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from synapse_ray.runtime.cancel import CancelToken
+from synapse_ray.runtime.logging import register_secret
+from synapse_ray.runtime.reporter import ProgressReporter
+
+if TYPE_CHECKING:
+    from synapse_ray.backend.client import BackendClient
+    from synapse_ray.backend.spec import BackendSpec
+
+NO_CLIENT_HINT = (
+    "No client in context: this run has no backend configured. Pass backend=BackendSpec(...) to "
+    "the executor, set SYNAPSE_HOST and SYNAPSE_ACCESS_TOKEN, or override get_dataset(), "
+    "create_model() and get_model() in your action to work without a backend."
+)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class RuntimeContext:
+    """Ids, environment, backend, progress, logging and cancellation for one run."""
+
+    def __init__(
+        self,
+        run_id: str | None = None,
+        job_id: str | None = None,
+        env: dict[str, str] | None = None,
+        backend: BackendSpec | None = None,
+        progress: ProgressReporter | None = None,
+        cancel: CancelToken | None = None,
+        action_name: str = "",
+        work_dir: str | None = None,
+    ) -> None:
+        self.run_id = run_id or new_run_id()
+        self.job_id = job_id
+        self.env = dict(env or {})
+        self.backend = backend
+        self.progress = progress or ProgressReporter()
+        self.cancel_token = cancel or CancelToken()
+        self.action_name = action_name
+        self._work_dir = work_dir
+        self.step: str | None = None
+        self.attempt = 1
+        # Driver-only: where the orchestrator runs steps. Never pickled.
+        self.step_placement: Any = None
+        self._client: BackendClient | None = None
+        if backend is not None:
+            register_secret(backend.token)
+        self.logger = self._make_logger()
+
+    def _make_logger(self) -> Any:
+        return structlog.get_logger("synapse_ray").bind(
+            run_id=self.run_id, action=self.action_name, step=self.step, attempt=self.attempt
+        )
+
+    # -- backend -------------------------------------------------------
+    @property
+    def client(self) -> BackendClient:
+        if self._client is None:
+            if self.backend is None:
+                raise RuntimeError(NO_CLIENT_HINT)
+            from synapse_ray.backend.client import get_client
+
+            self._client = get_client(self.backend)
+        return self._client
+
+    @property
+    def has_backend(self) -> bool:
+        return self.backend is not None
+
+    # -- steps, progress, cancel ---------------------------------------
+    def bind_step(self, step: str | None, attempt: int = 1) -> None:
+        self.step, self.attempt = step, attempt
+        self.logger = self._make_logger()
+
+    def set_progress(self, current: float, total: float, category: str | None = None) -> None:
+        self.progress.update(category or "default", current, total)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.cancelled
+
+    def raise_if_cancelled(self) -> None:
+        self.cancel_token.raise_if_cancelled()
+
+    @property
+    def work_dir(self) -> Path:
+        """A per-run scratch directory (downloads, checkpoints) on this machine."""
+        base = self._work_dir or os.path.join(tempfile.gettempdir(), "synapse_ray", self.run_id)
+        path = Path(base)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- value semantics -----------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "env": self.env,
+            "backend": self.backend,
+            "progress": self.progress,
+            "cancel": self.cancel_token,
+            "action_name": self.action_name,
+            "work_dir": self._work_dir,
+            "step": self.step,
+            "attempt": self.attempt,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        step, attempt = state.pop("step"), state.pop("attempt")
+        self.__init__(**state)  # type: ignore[misc]
+        self.bind_step(step, attempt)
+
+    def __repr__(self) -> str:
+        backend = self.backend.base_url if self.backend is not None else None
+        return (
+            f"RuntimeContext(run_id={self.run_id!r}, job_id={self.job_id!r}, "
+            f"action={self.action_name!r}, step={self.step!r}, attempt={self.attempt}, backend={backend!r})"
+        )

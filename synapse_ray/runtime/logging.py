@@ -1,0 +1,94 @@
+"""structlog setup: bound run/step/attempt ids, redaction, JSON off a terminal.
+
+Redaction is a processor in the pipeline, so every log line passes it no
+matter who logged it: keys that look secret are masked, ``SecretStr`` values
+stay masked, and any registered secret value is cut out of free text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+MASK = "**********"
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|authorization|api[_-]?key|credential)", re.I)
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_configured = False
+
+
+def register_secret(value: str | SecretStr | None) -> None:
+    """Remember a secret value so it is cut out of any log text that contains it."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return MASK
+    if _SECRET_KEY.search(key) and value not in (None, "", False):
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(key, v) for v in value)
+    return value
+
+
+def redact_processor(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret-looking keys and known secret values."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def _stderr_logger(*args: Any) -> Any:
+    """Resolve ``sys.stderr`` per logger so redirected streams are honoured."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
+def configure_logging(level: str = "INFO", json: bool | None = None, force: bool = False) -> None:
+    """Install our pipeline unless the application configured structlog itself."""
+    global _configured
+    if (_configured or structlog.is_configured()) and not force:
+        return
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_processor,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
+    )
+    _configured = True

@@ -1,0 +1,223 @@
+"""The pure progress state machine shared by the local sink and the Ray aggregator.
+
+Memory is bounded by the plan (steps, categories, workers, a short warning and
+log tail), never by the number of events folded in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from synapse_ray.runtime.progress import (
+    LOG,
+    METRIC,
+    PLAN,
+    PROGRESS,
+    RUN,
+    STEP,
+    WARN,
+    CategoryProgress,
+    ProgressEvent,
+    ProgressPlan,
+    ProgressSnapshot,
+    StepProgress,
+)
+from synapse_ray.runtime.status import RunStatus, StepStatus
+
+MAX_TAIL = 50
+
+
+@dataclass(slots=True)
+class _StepState:
+    weight: float
+    category_weights: dict[str, float] | None
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    fraction: float = 0.0
+    error: str | None = None
+    seen: set[str] = field(default_factory=set)
+
+
+class ProgressState:
+    """Folds progress events into per-step, per-category and overall progress."""
+
+    def __init__(self, plan: ProgressPlan | None = None, run_id: str = "") -> None:
+        self.run_id = run_id
+        self.plan = plan or ProgressPlan(())
+        self.version = 0
+        self.status = RunStatus.PENDING
+        self.error: str | None = None
+        self.current_step: str | None = None
+        self.updated_at = time.time()
+        self._steps: dict[str, _StepState] = {}
+        self._set_plan(self.plan)
+        self._categories: dict[str, tuple[float, float]] = {}
+        self._metrics: dict[str, Any] = {}
+        self._workers: dict[str, str] = {}
+        self._overall = 0.0
+        self.warnings: deque[str] = deque(maxlen=MAX_TAIL)
+        self.logs: deque[dict[str, Any]] = deque(maxlen=MAX_TAIL)
+
+    # -- folding -------------------------------------------------------
+    def apply(self, events: list[ProgressEvent] | tuple[ProgressEvent, ...]) -> int:
+        """Fold a batch in; returns the new version (bumped once per batch)."""
+        if not events:
+            return self.version
+        for ev in events:
+            kind = ev.kind
+            if self.status.is_terminal and kind in (PROGRESS, STEP, PLAN):
+                continue  # a straggler from a worker after the run ended
+            if kind == PROGRESS:
+                self._on_progress(ev)
+            elif kind == STEP:
+                self._on_step(ev)
+            elif kind == RUN:
+                self._on_run(ev)
+            elif kind == METRIC:
+                if ev.data:
+                    self._metrics.update(ev.data)
+            elif kind == PLAN:
+                if ev.data:
+                    self._set_plan(ProgressPlan.from_data(ev.data))
+            elif kind == LOG:
+                self.logs.append(dict(ev.data or {}))
+            elif kind == WARN:
+                message = str((ev.data or {}).get("message", ""))
+                if message and message not in self.warnings:
+                    self.warnings.append(message)
+            if ev.worker:
+                self._workers[ev.worker] = ev.step or ""
+        self._overall = max(self._overall, self._compute_overall())
+        self.version += 1
+        self.updated_at = time.time()
+        return self.version
+
+    def _set_plan(self, plan: ProgressPlan) -> None:
+        """Install the plan. A repeated plan (a retried task) keeps the state."""
+        if [s.name for s in plan.steps] == list(self._steps) and plan == self.plan:
+            return
+        self.plan = plan
+        self._steps = {
+            s.name: _StepState(s.weight, dict(s.category_weights) if s.category_weights else None)
+            for s in plan.steps
+        }
+
+    def _on_progress(self, ev: ProgressEvent) -> None:
+        cat = ev.category or "default"
+        total = ev.total
+        current = ev.current
+        self._categories[cat] = (current, total)
+        st = self._steps.get(ev.step) if ev.step else None
+        if st is None or ev.attempt < st.attempt:
+            return  # late event from an older attempt: the category is kept, the step not
+        if ev.attempt > st.attempt:
+            self._restart(st, ev.attempt)
+        st.seen.add(cat)
+        if st.category_weights is None and total > 0:
+            st.fraction = max(st.fraction, min(1.0, current / total))
+
+    def _on_step(self, ev: ProgressEvent) -> None:
+        st = self._steps.get(ev.step or "")
+        if st is None:
+            return
+        if ev.attempt < st.attempt:
+            return
+        status = StepStatus(ev.status) if ev.status else StepStatus.RUNNING
+        if ev.attempt > st.attempt:
+            self._restart(st, ev.attempt)
+        st.status = status
+        if status is StepStatus.RUNNING:
+            self.current_step = ev.step
+            if self.status is RunStatus.PENDING:
+                self.status = RunStatus.RUNNING
+        elif status.is_finished:
+            st.fraction = 1.0
+            st.error = None
+        if ev.data and "error" in ev.data:
+            st.error = str(ev.data["error"])
+
+    def _on_run(self, ev: ProgressEvent) -> None:
+        status = RunStatus(ev.status) if ev.status else RunStatus.RUNNING
+        if self.status.is_terminal:
+            return
+        self.status = status
+        if ev.data and ev.data.get("error"):
+            self.error = str(ev.data["error"])
+        if status is RunStatus.SUCCEEDED:
+            for st in self._steps.values():
+                if st.status in (StepStatus.PENDING, StepStatus.RUNNING):
+                    st.status = StepStatus.SUCCEEDED
+                    st.fraction = 1.0
+            self.current_step = None
+        elif status.is_terminal:
+            self.current_step = None
+
+    @staticmethod
+    def _restart(st: _StepState, attempt: int) -> None:
+        st.attempt = attempt
+        st.fraction = 0.0
+        st.seen.clear()
+        st.error = None
+
+    def add_warning(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.version += 1
+
+    # -- reading -------------------------------------------------------
+    def _step_fraction(self, st: _StepState) -> float:
+        if st.status.is_finished:
+            return 1.0
+        if st.category_weights is not None:
+            frac = 0.0
+            for cat, w in st.category_weights.items():
+                cur, tot = self._categories.get(cat, (0.0, 0.0))
+                if tot > 0:
+                    frac += w * min(1.0, cur / tot)
+            st.fraction = max(st.fraction, frac)
+        return st.fraction
+
+    def _compute_overall(self) -> float:
+        if self.status is RunStatus.SUCCEEDED:
+            return 100.0
+        total = 0.0
+        for st in self._steps.values():
+            if st.status in (StepStatus.PENDING,) and st.fraction == 0.0 and st.category_weights is None:
+                continue
+            total += st.weight * self._step_fraction(st)
+        return min(100.0, 100.0 * total)
+
+    @property
+    def overall(self) -> float:
+        return self._overall
+
+    def snapshot(self) -> ProgressSnapshot:
+        steps = {
+            name: StepProgress(
+                percent=round(100.0 * self._step_fraction(st), 4),
+                status=st.status,
+                attempt=st.attempt,
+                weight=st.weight,
+                error=st.error,
+            )
+            for name, st in self._steps.items()
+        }
+        return ProgressSnapshot(
+            run_id=self.run_id,
+            status=self.status,
+            overall=round(self._overall, 4),
+            current_step=self.current_step,
+            steps=steps,
+            categories={
+                c: CategoryProgress(current=cur, total=tot) for c, (cur, tot) in self._categories.items()
+            },
+            metrics=dict(self._metrics),
+            workers=dict(self._workers),
+            warnings=list(self.warnings),
+            error=self.error,
+            version=self.version,
+            updated_at=self.updated_at,
+        )

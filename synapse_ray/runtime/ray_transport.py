@@ -1,0 +1,77 @@
+"""Progress and cancel transport over the aggregator actor.
+
+Both are values holding an actor handle, so they travel inside a pickled
+``RuntimeContext`` to any task or actor and keep working there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from synapse_ray.runtime.progress import ProgressEvent
+
+MAX_IN_FLIGHT = 16
+
+
+class RaySink:
+    """Sends batches with fire-and-forget actor calls; ``sync`` waits for them."""
+
+    def __init__(self, aggregator: Any, run_id: str) -> None:
+        self.aggregator = aggregator
+        self.run_id = run_id
+        self._in_flight: list[Any] = []
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        ref = self.aggregator.push.remote(self.run_id, events)
+        self._in_flight.append(ref)
+        if len(self._in_flight) > MAX_IN_FLIGHT:
+            self._reap()
+
+    def _reap(self) -> None:
+        import ray
+
+        ready, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
+        del ready
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Block until every batch sent so far has been folded in."""
+        import ray
+
+        if self._in_flight:
+            refs, self._in_flight = self._in_flight, []
+            ray.get(refs, timeout=timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"aggregator": self.aggregator, "run_id": self.run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["aggregator"], state["run_id"])  # type: ignore[misc]
+
+
+class AggregatorCancelSource:
+    """Asks the aggregator whether the run was cancelled, at most every ``interval`` s."""
+
+    def __init__(self, aggregator: Any, run_id: str, interval: float = 0.25) -> None:
+        self.aggregator = aggregator
+        self.run_id = run_id
+        self.interval = interval
+        self._checked = 0.0
+        self._value = False
+
+    def is_cancelled(self) -> bool:
+        if self._value:
+            return True
+        now = time.monotonic()
+        if now - self._checked >= self.interval:
+            import ray
+
+            self._checked = now
+            self._value = bool(ray.get(self.aggregator.is_cancelled.remote(self.run_id), timeout=5))
+        return self._value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"aggregator": self.aggregator, "run_id": self.run_id, "interval": self.interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]

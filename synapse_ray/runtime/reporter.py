@@ -1,0 +1,250 @@
+"""The worker-side progress reporter: cheap updates, coalesced batched sends.
+
+``set_progress`` is called in tight training loops, so ``update()`` only
+stores the latest value per category under a lock. A daemon thread sends
+what changed at most every ``interval`` seconds (about 10 batches a second by
+default); step boundaries flush immediately so ordering is kept. Sends never
+block the caller: a sink that is slow or gone only delays or drops progress.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any, Protocol
+
+import structlog
+
+from synapse_ray.runtime.progress import (
+    LOG,
+    METRIC,
+    PLAN,
+    PROGRESS,
+    RUN,
+    STEP,
+    WARN,
+    ProgressEvent,
+    ProgressPlan,
+)
+from synapse_ray.runtime.progress_state import ProgressState
+
+log = structlog.get_logger("synapse_ray.progress")
+
+DEFAULT_INTERVAL = 0.1
+
+
+class ProgressSink(Protocol):
+    """Where batches go: an in-process state, a Ray aggregator actor, nowhere."""
+
+    def send(self, events: list[ProgressEvent]) -> None: ...
+
+
+class NullSink:
+    """Drops events. Used where a context was rebuilt without a live transport."""
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        return None
+
+
+class LocalSink:
+    """Folds events straight into a ``ProgressState`` living in this process.
+
+    It cannot follow a context into another process (the state would be a
+    copy nobody reads), so it pickles to a ``NullSink``.
+    """
+
+    def __init__(self, state: ProgressState) -> None:
+        self.state = state
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        with self.changed:
+            self.state.apply(events)
+            self.changed.notify_all()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NullSink, ())
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ProgressReporter:
+    """Coalesces ``update()`` calls per category and ships them in batches."""
+
+    def __init__(self, sink: ProgressSink | None = None, interval: float = DEFAULT_INTERVAL) -> None:
+        self.sink: ProgressSink = sink if sink is not None else NullSink()
+        self.interval = interval
+        self.step: str | None = None
+        self.attempt = 1
+        self._worker = worker_id()
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._pending: dict[str, tuple[float, float]] = {}
+        self._metrics: dict[str, Any] = {}
+        self._outbox: list[ProgressEvent] = []
+        self._warned: set[tuple[str, str]] = set()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- pickling: only the sink and the step binding travel -----------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sink": self.sink, "interval": self.interval, "step": self.step, "attempt": self.attempt}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sink"], state["interval"])  # type: ignore[misc]
+        self.step = state["step"]
+        self.attempt = state["attempt"]
+
+    # -- hot path ------------------------------------------------------
+    def update(self, category: str, current: float, total: float) -> None:
+        if total <= 0 or current < 0 or current > total:
+            clamped = self._clamp(category, current, total)
+            if clamped is None:
+                return
+            current, total = clamped
+        with self._lock:
+            self._pending[category] = (current, total)
+        if self._thread is None:
+            self._start()
+
+    def _clamp(self, category: str, current: float, total: float) -> tuple[float, float] | None:
+        new: tuple[float, float] | None
+        if total <= 0:
+            kind, message = "total", f"progress total for '{category}' must be > 0, got {total}; ignored"
+            new = None
+        elif current < 0:
+            kind, message = "negative", f"progress current for '{category}' was {current} < 0; clamped to 0"
+            new = (0.0, float(total))
+        else:
+            kind, message = (
+                "over",
+                f"progress current for '{category}' was {current} > total {total}; clamped",
+            )
+            new = (float(total), float(total))
+        if (category, kind) not in self._warned:
+            self._warned.add((category, kind))
+            log.warning("progress_clamped", category=category, current=current, total=total)
+            self._queue(
+                ProgressEvent(WARN, self.step, self.attempt, worker=self._worker, data={"message": message})
+            )
+        return new
+
+    def metric(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self._metrics.update(values)
+        if self._thread is None:
+            self._start()
+
+    def log_entry(self, entry: dict[str, Any]) -> None:
+        self._queue(ProgressEvent(LOG, self.step, self.attempt, worker=self._worker, data=entry))
+
+    # -- ordered events: queued behind what is pending, sent with the next batch --
+    def _queue(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._drain_pending_locked()
+            self._outbox.append(event)
+        if self._thread is None:
+            self._start()
+
+    def start_plan(self, plan: ProgressPlan) -> None:
+        self._queue(ProgressEvent(PLAN, worker=self._worker, data=plan.to_data()))
+
+    def begin_step(self, step: str | None, attempt: int = 1) -> None:
+        with self._lock:
+            self._drain_pending_locked()
+            self.step, self.attempt = step, attempt
+            self._outbox.append(ProgressEvent(STEP, step, attempt, status="running", worker=self._worker))
+        if self._thread is None:
+            self._start()
+
+    def end_step(self, status: str, error: str | None = None) -> None:
+        """Report the bound step's end and flush: a step's last progress is never held back."""
+        self.step_event(self.step or "", self.attempt, status, error)
+
+    def step_event(self, step: str, attempt: int, status: str, error: str | None = None) -> None:
+        data = {"error": error} if error else None
+        self._queue(ProgressEvent(STEP, step, attempt, status=status, worker=self._worker, data=data))
+        self.flush()
+
+    def run_status(self, status: str, error: str | None = None) -> None:
+        data = {"error": error} if error else None
+        self._queue(ProgressEvent(RUN, status=status, worker=self._worker, data=data))
+        self.flush()
+
+    # -- batching ------------------------------------------------------
+    def _drain_pending_locked(self) -> None:
+        if self._pending:
+            step, attempt, worker = self.step, self.attempt, self._worker
+            self._outbox.extend(
+                ProgressEvent(PROGRESS, step, attempt, cat, cur, tot, worker=worker)
+                for cat, (cur, tot) in self._pending.items()
+            )
+            self._pending = {}
+        if self._metrics:
+            self._outbox.append(
+                ProgressEvent(METRIC, self.step, self.attempt, worker=self._worker, data=self._metrics)
+            )
+            self._metrics = {}
+
+    def _drain(self) -> list[ProgressEvent]:
+        with self._lock:
+            self._drain_pending_locked()
+            events, self._outbox = self._outbox, []
+        return events
+
+    def flush(self, wait: bool = False) -> None:
+        """Send what is pending; with ``wait``, also wait until the sink has folded it in."""
+        self._flush()
+        if wait:
+            self._sync()
+
+    def _sync(self) -> None:
+        sync = getattr(self.sink, "sync", None)
+        if sync is not None:
+            try:
+                sync()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("progress_sync_failed", error=repr(exc))
+
+    def _flush(self) -> None:
+        with self._send_lock:  # drain under the send lock so batches leave in order
+            events = self._drain()
+            if events:
+                try:
+                    self.sink.send(events)
+                except Exception as exc:  # noqa: BLE001 - progress must never break a run
+                    log.warning("progress_send_failed", error=repr(exc), events=len(events))
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._pending or self._metrics or self._outbox:
+                self.flush()
+
+    def close(self) -> None:
+        """Final flush, wait until the sink has it, and stop the sender thread."""
+        self._stop.set()
+        self.flush(wait=True)
+
+
+def wait_for_state(sink: LocalSink, version: int, timeout: float) -> int:
+    """Block until ``sink.state`` moves past ``version`` or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    with sink.changed:
+        while sink.state.version <= version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sink.changed.wait(remaining)
+        return sink.state.version

@@ -1,0 +1,1 @@
+"""Step-based workflows: steps, their registry, contexts and the orchestrator."""

@@ -1,0 +1,225 @@
+"""The one state machine for step-based runs.
+
+Ordering, skip, retry, cancel, rollback and progress reporting of steps live
+here and nowhere else; executors only pass a placement that decides where
+each step executes.
+
+Retries: a step is tried again when its ``RetryPolicy`` says so; a worker
+crash (``WorkerCrashedError``: node lost, actor killed) is also retried up to
+the placement's ``crash_retries`` whatever the step's policy.
+
+Rollback rule: when a step fails (raises, returns ``success=False``, returns
+something that is not a ``StepResult``, or is cancelled), every step that
+started is rolled back in reverse order, *including the failed step itself*
+(it may have half-done work; its ``rollback`` gets the failed result).
+Skipped steps are not rolled back. A rollback error is logged and recorded in
+``error.rollback_errors``; it never replaces the original error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from synapse_ray.errors import (
+    ConfigurationError,
+    RunCancelledError,
+    StepError,
+    StepResultError,
+    WorkerCrashedError,
+)
+from synapse_ray.runtime.progress import ProgressPlan
+from synapse_ray.runtime.status import StepStatus
+from synapse_ray.steps.context import BaseStepContext
+from synapse_ray.steps.placement import InProcessPlacement, StepPlacement
+from synapse_ray.steps.registry import StepRegistry
+from synapse_ray.steps.retry import NO_RETRY
+from synapse_ray.steps.step import BaseStep, StepResult
+
+log = structlog.get_logger("synapse_ray.orchestrator")
+
+
+@dataclass
+class _Started:
+    step: BaseStep[Any]
+    result: StepResult
+    attempt: int
+
+
+@dataclass
+class RunSummary:
+    steps_total: int
+    steps_executed: int = 0
+    steps_skipped: int = 0
+    results: dict[str, StepResult] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "success": True,
+            "steps_executed": self.steps_executed,
+            "steps_total": self.steps_total,
+            "steps_skipped": self.steps_skipped,
+        }
+
+
+def build_plan(steps: list[BaseStep[Any]]) -> ProgressPlan:
+    return ProgressPlan.from_weights([(s.name, s.progress_weight) for s in steps])
+
+
+class Orchestrator:
+    """Runs a registry's steps against a context through a placement."""
+
+    def __init__(self, registry: StepRegistry[Any], placement: StepPlacement | None = None) -> None:
+        self.registry = registry
+        self.placement: StepPlacement = placement or InProcessPlacement()
+
+    def run(self, ctx: BaseStepContext) -> RunSummary:
+        steps = self.registry.get_steps()
+        if not steps:
+            raise ConfigurationError("No steps registered: setup_steps() added nothing to run")
+        plan = build_plan(steps)  # validates weights before anything runs
+        rt = ctx.runtime_ctx
+        rt.progress.start_plan(plan)
+        summary = RunSummary(steps_total=len(steps))
+        started: list[_Started] = []
+        self.placement.prepare(steps, ctx)
+        try:
+            for step in steps:
+                if rt.cancelled:
+                    raise RunCancelledError(
+                        f"Run cancelled before step '{step.name}'", step=step.name, attempt=0
+                    )
+                if step.can_skip(ctx):
+                    rt.progress.step_event(step.name, 1, StepStatus.SKIPPED.value)
+                    summary.steps_skipped += 1
+                    result = StepResult(skipped=True)
+                    summary.results[step.name] = result
+                    ctx.step_results.append(result)
+                    continue
+                result = self._run_step(step, ctx, started)
+                summary.results[step.name] = result
+                if result.skipped:
+                    summary.steps_skipped += 1
+                else:
+                    summary.steps_executed += 1
+        except (StepError, RunCancelledError) as exc:
+            exc.rollback_errors = self._rollback(started, ctx)  # type: ignore[attr-defined]
+            exc.fields["rollback_errors"] = exc.rollback_errors  # type: ignore[attr-defined]
+            raise
+        finally:
+            rt.bind_step(None, 1)
+            self.placement.close()
+        return summary
+
+    # -- one step with retries -----------------------------------------
+    def _run_step(self, step: BaseStep[Any], ctx: BaseStepContext, started: list[_Started]) -> StepResult:
+        rt = ctx.runtime_ctx
+        policy = step.retry or NO_RETRY
+        crash_retries = int(getattr(self.placement, "crash_retries", 0))
+        crashes = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            ctx.current_step, ctx.attempt = step.name, attempt
+            rt.bind_step(step.name, attempt)
+            rt.progress.begin_step(step.name, attempt)
+            try:
+                result, after = self.placement.run_step(step, ctx, attempt)
+            except RunCancelledError as exc:
+                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                rt.progress.end_step(StepStatus.CANCELLED.value, str(exc))
+                raise RunCancelledError(
+                    f"Run cancelled during step '{step.name}' (attempt {attempt})",
+                    step=step.name,
+                    attempt=attempt,
+                ) from exc
+            except Exception as exc:  # noqa: BLE001 - every step failure is handled here
+                if rt.cancelled:
+                    started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                    rt.progress.end_step(StepStatus.CANCELLED.value, str(exc))
+                    raise RunCancelledError(
+                        f"Run cancelled during step '{step.name}' (attempt {attempt})",
+                        step=step.name,
+                        attempt=attempt,
+                    ) from exc
+                rt.progress.end_step(StepStatus.FAILED.value, _short(exc))
+                crashed = isinstance(exc, WorkerCrashedError) and crashes < crash_retries
+                crashes += isinstance(exc, WorkerCrashedError)
+                if crashed or policy.should_retry(exc, attempt):
+                    delay = policy.delay_for(attempt)
+                    rt.logger.warning("step_retry", error=_short(exc), delay=delay)
+                    if delay and rt.cancel_token.wait(delay):
+                        started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                        raise RunCancelledError(
+                            f"Run cancelled while waiting to retry step '{step.name}'",
+                            step=step.name,
+                            attempt=attempt,
+                        ) from exc
+                    continue
+                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                raise _step_error(step.name, attempt, exc) from exc
+            _merge(ctx, after)
+            if not isinstance(result, StepResult):
+                started.append(_Started(step, StepResult(success=False), attempt))
+                message = (
+                    f"Step '{step.name}' failed: execute() returned {type(result).__name__}, "
+                    "expected a StepResult"
+                )
+                rt.progress.end_step(StepStatus.FAILED.value, message)
+                raise StepResultError(message, step=step.name, attempt=attempt)
+            ctx.step_results.append(result)
+            if not result.success:
+                started.append(_Started(step, result, attempt))
+                error = result.error or "step returned success=False"
+                ctx.errors.append(f"{step.name}: {error}")
+                rt.progress.end_step(StepStatus.FAILED.value, error)
+                raise StepError(f"Step '{step.name}' failed: {error}", step=step.name, attempt=attempt)
+            if result.skipped:
+                rt.progress.end_step(StepStatus.SKIPPED.value)
+            else:
+                started.append(_Started(step, result, attempt))
+                rt.progress.end_step(StepStatus.SUCCEEDED.value)
+            return result
+
+    # -- rollback ------------------------------------------------------
+    def _rollback(self, started: list[_Started], ctx: BaseStepContext) -> list[str]:
+        rt = ctx.runtime_ctx
+        errors: list[str] = []
+        for item in reversed(started):
+            rt.bind_step(item.step.name, item.attempt)
+            try:
+                after = self.placement.rollback_step(item.step, ctx, item.result)
+                _merge(ctx, after)
+                rt.progress.step_event(item.step.name, item.attempt, StepStatus.ROLLED_BACK.value)
+                rt.logger.info("step_rolled_back")
+            except Exception as exc:  # noqa: BLE001 - recorded, never masks the original
+                errors.append(f"{item.step.name}: {_short(exc)}")
+                rt.logger.error("step_rollback_failed", error=_short(exc))
+        return errors
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _step_error(name: str, attempt: int, exc: BaseException) -> StepError:
+    return StepError(
+        f"Step '{name}' failed: {str(exc) or type(exc).__name__}",
+        step=name,
+        attempt=attempt,
+        cause_type=type(exc).__name__,
+    )
+
+
+def _merge(ctx: BaseStepContext, after: Any) -> None:
+    """Take a step's returned context without losing the driver's live runtime."""
+    if after is None or after is ctx:
+        return
+    if type(after) is not type(ctx):
+        raise TypeError(f"placement returned {type(after).__name__}, expected {type(ctx).__name__}")
+    for key, value in after.__dict__.items():
+        if key != "runtime_ctx":
+            setattr(ctx, key, value)

@@ -1,0 +1,71 @@
+"""The ordered list of steps an action registers in ``setup_steps``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from synapse_ray.steps.step import BaseStep
+
+C = TypeVar("C")
+
+
+class StepRegistry(Generic[C]):
+    """Ordered, name-unique steps. Order here is execution order."""
+
+    def __init__(self) -> None:
+        self._steps: list[BaseStep[C]] = []
+
+    def _check(self, step: BaseStep[C]) -> None:
+        if not isinstance(step, BaseStep):
+            raise TypeError(f"StepRegistry accepts BaseStep instances, got {type(step).__name__}: {step!r}")
+        name = step.name
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Step {type(step).__name__} has no name")
+        if name in self:
+            raise ValueError(f"Step '{name}' is already registered; step names must be unique")
+
+    def _index(self, name: str) -> int:
+        for i, step in enumerate(self._steps):
+            if step.name == name:
+                return i
+        known = ", ".join(repr(s.name) for s in self._steps) or "none"
+        raise ValueError(f"Unknown step '{name}' (registered steps: {known})")
+
+    def register(self, step: BaseStep[C]) -> StepRegistry[C]:
+        self._check(step)
+        self._steps.append(step)
+        return self
+
+    def unregister(self, name: str) -> BaseStep[C]:
+        return self._steps.pop(self._index(name))
+
+    def insert_before(self, anchor: str, step: BaseStep[C]) -> StepRegistry[C]:
+        index = self._index(anchor)
+        self._check(step)
+        self._steps.insert(index, step)
+        return self
+
+    def insert_after(self, anchor: str, step: BaseStep[C]) -> StepRegistry[C]:
+        index = self._index(anchor)
+        self._check(step)
+        self._steps.insert(index + 1, step)
+        return self
+
+    def get_steps(self) -> list[BaseStep[C]]:
+        return list(self._steps)
+
+    def __contains__(self, name: object) -> bool:
+        return any(s.name == name for s in self._steps)
+
+    def __iter__(self) -> Iterator[BaseStep[C]]:
+        return iter(list(self._steps))
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __bool__(self) -> bool:
+        return bool(self._steps)
+
+    def __repr__(self) -> str:
+        return f"StepRegistry({[s.name for s in self._steps]})"

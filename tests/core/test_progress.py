@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from synapse_ray import ConfigurationError, RunStatus, StepStatus
+from synapse_ray.runtime.progress import (
+    PROGRESS,
+    STEP,
+    ProgressEvent,
+    ProgressPlan,
+    ProgressSnapshot,
+)
+from synapse_ray.runtime.progress_state import ProgressState
+from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+
+
+def ev(kind, step=None, attempt=1, **kw):
+    return ProgressEvent(kind, step, attempt, **kw)
+
+
+def test_plan_normalizes_weights_and_handles_all_zero():
+    plan = ProgressPlan.from_weights([("a", 1), ("b", 3)])
+    assert [s.weight for s in plan.steps] == [0.25, 0.75]
+    zero = ProgressPlan.from_weights([("a", 0), ("b", 0)])
+    assert [s.weight for s in zero.steps] == [0.5, 0.5]
+    with pytest.raises(ConfigurationError, match="Step 'a': progress_weight must be a number >= 0"):
+        ProgressPlan.from_weights([("a", -1)])
+    assert ProgressPlan.from_data(plan.to_data()) == plan
+
+
+def test_overall_is_weighted_and_never_decreases_across_a_retry():
+    state = ProgressState(ProgressPlan.from_weights([("load", 1), ("train", 3)]))
+    state.apply(
+        [ev(STEP, "load", status="running"), ev(PROGRESS, "load", category="dataset", current=1, total=2)]
+    )
+    assert state.overall == pytest.approx(12.5)
+    state.apply([ev(STEP, "load", status="succeeded"), ev(STEP, "train", status="running")])
+    state.apply([ev(PROGRESS, "train", category="train", current=50, total=100)])
+    assert state.overall == pytest.approx(25 + 37.5)
+    # the train step fails and is retried: its own percent restarts, overall holds
+    state.apply([ev(STEP, "train", status="failed"), ev(STEP, "train", 2, status="running")])
+    state.apply([ev(PROGRESS, "train", 2, category="train", current=10, total=100)])
+    snap = state.snapshot()
+    assert snap.steps["train"].attempt == 2
+    assert snap.steps["train"].percent == pytest.approx(10.0)
+    assert snap.overall == pytest.approx(62.5)
+    # late events from the old attempt do not move the step back
+    state.apply([ev(PROGRESS, "train", 1, category="train", current=90, total=100)])
+    assert state.snapshot().steps["train"].percent == pytest.approx(10.0)
+
+
+def test_category_weights_for_simple_actions():
+    plan = ProgressPlan.single("execute", {"dataset": 1, "train": 3})
+    state = ProgressState(plan)
+    state.apply(
+        [
+            ev(STEP, "execute", status="running"),
+            ev(PROGRESS, "execute", category="dataset", current=5, total=5),
+        ]
+    )
+    assert state.overall == pytest.approx(25.0)
+    state.apply([ev(PROGRESS, "execute", category="train", current=1, total=3)])
+    assert state.overall == pytest.approx(50.0)
+    snap = state.snapshot()
+    assert snap.categories["dataset"].current == 5 and snap.categories["train"].total == 3
+    assert snap.categories["train"].percent == pytest.approx(100 / 3)
+
+
+def test_run_success_reaches_100_and_snapshot_round_trips():
+    state = ProgressState(ProgressPlan.from_weights([("a", 1)]), run_id="r1")
+    state.apply([ev("run", status="RUNNING"), ev(STEP, "a", status="running")])
+    state.apply([ev("run", status="SUCCEEDED")])
+    snap = state.snapshot()
+    assert snap.overall == 100.0 and snap.status is RunStatus.SUCCEEDED
+    assert snap.steps["a"].status is StepStatus.SUCCEEDED
+    again = ProgressSnapshot.model_validate_json(snap.model_dump_json())
+    assert again == snap
+
+
+def test_memory_is_bounded_by_plan_not_events():
+    state = ProgressState(ProgressPlan.from_weights([("a", 1)]))
+    for i in range(2000):
+        state.apply([ev(PROGRESS, "a", category=f"c{i % 3}", current=i, total=2000, worker=f"w{i % 2}")])
+    snap = state.snapshot()
+    assert len(snap.categories) == 3 and len(snap.workers) == 2
+    assert state.version == 2000
+
+
+def test_reporter_coalesces_updates_into_few_batches():
+    batches: list[list[ProgressEvent]] = []
+    done = threading.Event()
+
+    class Sink:
+        def send(self, events):
+            batches.append(events)
+            if any(e.current == 9999 for e in events):
+                done.set()
+
+    reporter = ProgressReporter(Sink(), interval=0.05)
+    for i in range(10000):
+        reporter.update("train", i, 9999)
+    assert done.wait(5), "the sender thread never flushed"
+    reporter.close()
+    sent = [e for b in batches for e in b]
+    assert len(sent) < 50  # 10,000 updates coalesced
+    assert sent[-1].current == 9999 and sent[-1].category == "train"
+
+
+def test_clamping_warns_once_and_never_raises(caplog):
+    state = ProgressState(ProgressPlan.from_weights([("a", 1)]))
+    sink = LocalSink(state)
+    reporter = ProgressReporter(sink)
+    reporter.begin_step("a", 1)
+    reporter.update("train", -5, 10)
+    reporter.update("train", 15, 10)
+    reporter.update("train", 20, 10)
+    reporter.update("data", 3, 0)
+    reporter.update("data", 5, 10)
+    reporter.flush()
+    snap = state.snapshot()
+    assert snap.categories["train"].current == 10 and snap.categories["train"].total == 10
+    assert snap.categories["data"].current == 5
+    assert len(snap.warnings) == 3
+    assert any("'train' was -5 < 0" in w for w in snap.warnings)
+    assert any("15 > total 10" in w for w in snap.warnings)
+    assert any("total for 'data' must be > 0" in w for w in snap.warnings)
+    reporter.close()
+
+
+def test_inverted_progress_in_a_real_run_continues(tmp_path):
+    from synapse_ray import BaseAction, LocalExecutor
+    from tests.core.actions import AddParams
+
+    class Inverted(BaseAction[AddParams]):
+        def execute(self):
+            self.set_progress(10, 5, "train")
+            self.set_progress(-1, 5, "train")
+            return "ok"
+
+    handle = LocalExecutor().submit(Inverted, {"a": 1})
+    assert handle.result(timeout=10) == "ok"
+    snap = handle.progress()
+    assert snap.status is RunStatus.SUCCEEDED
+    assert len(snap.warnings) == 2

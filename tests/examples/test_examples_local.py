@@ -1,0 +1,129 @@
+"""Both examples, end to end on the local executor against the real local backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from synapse_ray import LocalExecutor, RunStatus, load_action
+from synapse_ray.backend import BackendClient
+from tests.conftest import REPO
+
+SIMPLE = str(REPO / "examples/train_simple.py") + ":DigitsTrainAction"
+STEPS = str(REPO / "examples/train_steps.py") + ":DigitsStepTrainAction"
+
+
+def test_simple_example(digits_backend):
+    server, dataset_id = digits_backend
+    handle = LocalExecutor(backend=server.spec).submit(SIMPLE, {"dataset_id": dataset_id, "epochs": 5})
+    result = handle.result(timeout=120)
+    assert result["accuracy"] > 0.8
+    snap = handle.progress()
+    assert snap.overall == 100.0 and snap.status is RunStatus.SUCCEEDED
+    assert set(snap.categories) == {"dataset", "train", "model_upload"}
+    assert snap.metrics["train.epoch"] == 5
+    with BackendClient(server.spec) as client:
+        model = client.get_model(result["model_id"])
+    assert model["name"] == "digits-sgd" and model["plugin"] == "digits_train"
+
+
+def test_step_example_reports_every_category_and_uploads(digits_backend, tmp_path):
+    server, dataset_id = digits_backend
+    handle = LocalExecutor(backend=server.spec).submit(STEPS, {"dataset_id": dataset_id, "epochs": 5})
+    result = handle.result(timeout=120)
+    assert result["success"] and result["steps_executed"] == 3
+    snap = handle.progress()
+    assert snap.overall == 100.0
+    assert {c: (p.current, p.total) for c, p in snap.categories.items()} == {
+        "dataset": (2, 2),
+        "train": (5, 5),
+        "model_upload": (1, 1),
+    }
+    assert list(snap.steps) == ["load_dataset", "train", "upload_model"]
+    with BackendClient(server.spec) as client:
+        path = client.download_model(result["model_id"], tmp_path)
+    assert path.name == "checkpoint.zip" and path.stat().st_size > 0
+
+
+def test_step_example_bad_params_name_the_field():
+    cls = load_action(STEPS)
+    try:
+        cls.validate_params({"dataset_id": 1, "epochs": 0})
+    except ValueError as exc:
+        assert "epochs: Input should be greater than or equal to 1" in str(exc)
+    else:
+        raise AssertionError("epochs=0 was accepted")
+
+
+def test_cli_runs_the_step_example_against_a_running_backend(digits_backend):
+    server, dataset_id = digits_backend
+    env = {**os.environ, "SYNAPSE_HOST": server.url, "SYNAPSE_ACCESS_TOKEN": server.token}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synapse_ray.cli",
+            "run",
+            STEPS,
+            "--params",
+            json.dumps({"dataset_id": dataset_id, "epochs": 3}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["success"] and isinstance(out["model_id"], int)
+    assert "100.0% SUCCEEDED" in proc.stderr
+    assert server.token not in proc.stdout + proc.stderr
+
+
+def test_cli_embedded_backend_simple_example(tmp_path):
+    """No SYNAPSE_HOST: the CLI starts the embedded backend in the given data dir."""
+    npz = tmp_path / "digits.npz"
+    subprocess.run([sys.executable, str(REPO / "examples/make_digits_dataset.py"), str(npz)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNAPSE_")}
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synapse_ray.cli",
+            "backend",
+            "add-dataset",
+            "digits",
+            str(npz),
+            "--data-dir",
+            str(tmp_path / "home"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    dataset_id = int(add.stdout.strip())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synapse_ray.cli",
+            "run",
+            SIMPLE,
+            "--data-dir",
+            str(tmp_path / "home"),
+            "--params",
+            json.dumps({"dataset_id": dataset_id, "epochs": 3}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["model_id"] >= 1
+    assert "Using the embedded local backend at http://127.0.0.1:" in proc.stderr

@@ -1,0 +1,142 @@
+"""Actions and steps the Ray tests run; they record what happened in a shared file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from synapse_ray import (
+    BaseStep,
+    BaseTrainAction,
+    RetryPolicy,
+    StepRegistry,
+    StepResources,
+    StepResult,
+    TrainContext,
+)
+
+
+def where() -> dict[str, Any]:
+    import ray
+
+    return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+def note(path: str | None, **fields: Any) -> None:
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({**fields, **where()}) + "\n")
+
+
+def read_notes(path: str | Path) -> list[dict[str, Any]]:
+    p = Path(path)
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+class RayParams(BaseModel):
+    log: str | None = None
+    fail_at: str | None = None
+    crash_once: str | None = None  # marker file: the first attempt exits hard
+    wait_cancel_at: str | None = None  # step that loops until cancelled
+    ignore_cancel_at: str | None = None  # step that never checks the flag
+    pin: dict[str, float] | None = None  # resources for the 'train' step
+    slow_train_s: float = 0.0
+    upload: bool = False
+    dataset_id: int | None = None
+
+
+class SimpleRayAction(BaseTrainAction[RayParams]):
+    def execute(self) -> dict[str, Any]:
+        p = self.params
+        note(p.log, event="execute")
+        self.set_progress(1, 2, self.progress.TRAIN)
+        if p.crash_once and not os.path.exists(p.crash_once):
+            Path(p.crash_once).write_text("crashed")
+            os._exit(1)
+        if p.fail_at == "execute":
+            raise KeyError("missing column")
+        self.set_progress(2, 2, self.progress.TRAIN)
+        out: dict[str, Any] = {"where": where(), "has_token": self.runtime_ctx.backend is not None}
+        if p.upload:
+            model_file = self.runtime_ctx.work_dir / "model.bin"
+            model_file.write_bytes(b"weights" * 100)
+            out["model_id"] = self.create_model(model_file, name="ray-simple")["id"]
+            out["env_has_token"] = any(
+                self.runtime_ctx.backend.token.get_secret_value() in v for v in os.environ.values()
+            )
+        return out
+
+
+class RecStep(BaseStep[TrainContext]):
+    def __init__(
+        self, name: str, retry: RetryPolicy | None = None, resources: StepResources | None = None
+    ) -> None:
+        self.name = name  # type: ignore[misc]
+        self.retry = retry  # type: ignore[misc]
+        self.resources = resources  # type: ignore[misc]
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        p: RayParams = ctx.params
+        note(p.log, event="execute", step=self.name, attempt=ctx.attempt)
+        ctx.set_progress(1, 3, self.name)
+        if p.crash_once == self.name and ctx.attempt == 1:
+            os._exit(1)
+        if p.wait_cancel_at == self.name:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                ctx.raise_if_cancelled()
+                time.sleep(0.02)
+        if p.ignore_cancel_at == self.name:
+            time.sleep(60)
+        if self.name == "train" and p.slow_train_s:
+            deadline = time.monotonic() + p.slow_train_s
+            i = 0
+            while time.monotonic() < deadline:
+                i += 1
+                ctx.set_progress(min(i, 99), 100, "train")
+                time.sleep(0.05)
+        if p.fail_at == self.name:
+            raise ValueError(f"boom in {self.name}")
+        ctx.set_progress(3, 3, self.name)
+        ctx.visited = [*getattr(ctx, "visited", []), self.name]
+        return StepResult(data={"where": where()}, rollback_data={"step": self.name})
+
+    def rollback(self, ctx: TrainContext, result: StepResult) -> None:
+        note(ctx.params.log, event="rollback", step=self.name)
+
+
+class StepRayAction(BaseTrainAction[RayParams]):
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        p = self.params
+        crash_policy = RetryPolicy(max_attempts=2)
+        registry.register(RecStep("load"))
+        registry.register(
+            RecStep("train", retry=crash_policy, resources=StepResources(resources=p.pin) if p.pin else None)
+        )
+        registry.register(RecStep("upload"))
+
+
+class NoRollbackStep(BaseStep[TrainContext]):
+    name = "plain"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        return StepResult(data={"where": where()})
+
+
+class NoRollbackAction(BaseTrainAction[RayParams]):
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        registry.register(NoRollbackStep())
+
+
+class LockContextAction(StepRayAction):
+    def create_context(self) -> TrainContext:
+        import threading
+
+        ctx = super().create_context()
+        ctx.lock = threading.Lock()
+        return ctx
