@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -31,9 +32,18 @@ class RunHandle(ABC):
     def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
         """Block until progress moves past ``version`` (or timeout); return a snapshot."""
 
-    @abstractmethod
+    # Set by subclasses: the run thread fills these and sets ``_done``.
+    _done: threading.Event
+    _result: Any = None
+    _error: BaseException | None = None
+
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; return its result or re-raise its error."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
 
     @abstractmethod
     def cancel(self, grace_s: float = 10.0) -> None: ...

@@ -67,13 +67,6 @@ class LocalRunHandle(RunHandle):
         wait_for_state(self._sink, version, timeout)
         return self.progress()
 
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self._result
-
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cooperative: the running step sees ``ctx.cancelled``; no further step starts.
 

@@ -111,13 +111,6 @@ class RayRunHandle(RunHandle):
 
         return ray.get(self._aggregator.logs.remote(self.run_id))
 
-    def result(self, timeout: float | None = None) -> Any:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self._result
-
     # -- cancel ----------------------------------------------------------------
     def cancel(self, grace_s: float = 10.0) -> None:
         """Ask the run to stop; after ``grace_s`` kill the task or the running step's actor."""

@@ -127,39 +127,22 @@ class Orchestrator:
             rt.progress.begin_step(step.name, attempt)
             try:
                 result, after = self.placement.run_step(step, ctx, attempt)
-            except RunCancelledError as exc:
-                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
-                rt.progress.end_step(StepStatus.CANCELLED.value, str(exc))
-                raise RunCancelledError(
-                    f"Run cancelled during step '{step.name}' (attempt {attempt})",
-                    step=step.name,
-                    attempt=attempt,
-                ) from exc
             except Exception as exc:  # noqa: BLE001 - every step failure is handled here
-                if rt.cancelled:
-                    started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                if isinstance(exc, RunCancelledError) or rt.cancelled:
                     rt.progress.end_step(StepStatus.CANCELLED.value, str(exc))
-                    raise RunCancelledError(
-                        f"Run cancelled during step '{step.name}' (attempt {attempt})",
-                        step=step.name,
-                        attempt=attempt,
-                    ) from exc
+                    raise _cancelled(f"during step '{step.name}' (attempt {attempt})", step, attempt) from exc
                 rt.progress.end_step(StepStatus.FAILED.value, _short(exc))
                 crashed = isinstance(exc, WorkerCrashedError) and crashes < crash_retries
                 crashes += isinstance(exc, WorkerCrashedError)
-                if crashed or policy.should_retry(exc, attempt):
-                    delay = policy.delay_for(attempt)
-                    rt.logger.warning("step_retry", error=_short(exc), delay=delay)
-                    if delay and rt.cancel_token.wait(delay):
-                        started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
-                        raise RunCancelledError(
-                            f"Run cancelled while waiting to retry step '{step.name}'",
-                            step=step.name,
-                            attempt=attempt,
-                        ) from exc
-                    continue
-                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
-                raise _step_error(step.name, attempt, exc) from exc
+                if not (crashed or policy.should_retry(exc, attempt)):
+                    raise _step_error(step.name, attempt, exc) from exc
+                delay = policy.delay_for(attempt)
+                rt.logger.warning("step_retry", error=_short(exc), delay=delay)
+                if delay and rt.cancel_token.wait(delay):
+                    raise _cancelled(f"while waiting to retry step '{step.name}'", step, attempt) from exc
+                started.pop()  # the retry replaces this attempt; only the last one rolls back
+                continue
             _merge(ctx, after)
             if not isinstance(result, StepResult):
                 started.append(_Started(step, StepResult(success=False), attempt))
@@ -198,6 +181,10 @@ class Orchestrator:
                 errors.append(f"{item.step.name}: {_short(exc)}")
                 rt.logger.error("step_rollback_failed", error=_short(exc))
         return errors
+
+
+def _cancelled(where: str, step: BaseStep[Any], attempt: int) -> RunCancelledError:
+    return RunCancelledError(f"Run cancelled {where}", step=step.name, attempt=attempt)
 
 
 def _short(exc: BaseException) -> str:

@@ -127,3 +127,86 @@ def test_cli_embedded_backend_simple_example(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model_id"] >= 1
     assert "Using the embedded local backend at http://127.0.0.1:" in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_backend_serve_then_run_from_a_second_shell(tmp_path):
+    """`synapse-ray backend serve` in one process, `synapse-ray run` in another."""
+    import time
+
+    import httpx
+
+    cli = [sys.executable, "-m", "synapse_ray.cli"]
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNAPSE_")}
+    server = subprocess.Popen(
+        [*cli, "backend", "serve", "--port", str(port), "--data-dir", str(home)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url, timeout=1).status_code in (200, 401, 404):
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline, "backend serve did not start listening"
+            time.sleep(0.1)
+        token = subprocess.run(
+            [*cli, "backend", "token", "--data-dir", str(home)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        npz = tmp_path / "digits.npz"
+        subprocess.run([sys.executable, str(REPO / "examples/make_digits_dataset.py"), str(npz)], check=True)
+        dataset_id = int(
+            subprocess.run(
+                [*cli, "backend", "add-dataset", "digits", str(npz), "--data-dir", str(home)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        run_env = {**env, "SYNAPSE_HOST": url, "SYNAPSE_ACCESS_TOKEN": token}
+        proc = subprocess.run(
+            [*cli, "run", STEPS, "--params", json.dumps({"dataset_id": dataset_id, "epochs": 2})],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "embedded" not in proc.stderr  # it used the running server
+        model_id = json.loads(proc.stdout)["model_id"]
+        models = httpx.get(f"{url}models/{model_id}/", headers={"Synapse-Access-Token": f"Token {token}"})
+        assert models.status_code == 200 and models.json()["plugin"] == "digits_train_steps"
+        assert token not in proc.stdout + proc.stderr
+        wrong = subprocess.run(
+            [*cli, "run", STEPS, "--params", json.dumps({"dataset_id": dataset_id})],
+            env={**run_env, "SYNAPSE_ACCESS_TOKEN": "wrong-token-123"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert wrong.returncode == 1 and "SYNAPSE_ACCESS_TOKEN" in wrong.stderr
+        assert "wrong-token-123" not in wrong.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
