@@ -27,6 +27,7 @@ from synapse_ray import (
     TrainContext,
     TrainProgressCategories,
 )
+from synapse_ray.backend import BackendConnectionError, BackendTimeoutError, ServerError
 
 CATS = TrainProgressCategories
 
@@ -45,7 +46,10 @@ class DigitsStepParams(BaseModel):
 class LoadDatasetStep(BaseStep[TrainContext]):
     name = "load_dataset"
     progress_weight = 1.0
-    retry = RetryPolicy(max_attempts=3, delay=0.5)  # downloads can hit transient errors
+    # Transient backend trouble is worth another try; a wrong dataset id is not.
+    retry = RetryPolicy(
+        max_attempts=3, delay=0.5, retry_on=(BackendConnectionError, BackendTimeoutError, ServerError)
+    )
 
     def execute(self, ctx: TrainContext) -> StepResult:
         p: DigitsStepParams = ctx.params

@@ -66,7 +66,7 @@ def _follow_rich(handle: Any, stream: TextIO) -> ProgressSnapshot:
         TaskProgressColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False, redirect_stderr=True) as bar:
         overall = bar.add_task("overall", total=100, info="")
         rows: dict[str, Any] = {}
         snap = handle.progress()

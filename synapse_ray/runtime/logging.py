@@ -63,9 +63,18 @@ def redact_processor(
     return event_dict
 
 
+class _CurrentStderr:
+    """Looks ``sys.stderr`` up at each write, so redirections (tests, live displays) apply."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _stderr_logger(*args: Any) -> Any:
-    """Resolve ``sys.stderr`` per logger so redirected streams are honoured."""
-    return structlog.PrintLogger(file=sys.stderr)
+    return structlog.PrintLogger(file=_CurrentStderr())  # type: ignore[arg-type]
 
 
 def configure_logging(level: str = "INFO", json: bool | None = None, force: bool = False) -> None:
