@@ -4,7 +4,7 @@ Public names only; everything else is an implementation detail.
 """
 
 from synapse_ray.action import BaseAction
-from synapse_ray.backend import BackendClient, BackendSpec, LocalBackendServer
+from synapse_ray.backend import BackendClient, BackendSpec
 from synapse_ray.errors import (
     ActionError,
     ConfigurationError,
@@ -70,3 +70,12 @@ __all__ = [
     "load_action",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``LocalBackendServer`` pulls in aiohttp: loaded on first use, not by every worker."""
+    if name == "LocalBackendServer":
+        from synapse_ray.backend.server import LocalBackendServer
+
+        return LocalBackendServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,6 @@ from .errors import (
     ServerError,
     UnsafePathError,
 )
-from .server import LocalBackendServer, start_embedded
 from .shapes import ChunkedUpload, DataCollection, FileSpecification, Job, Model
 from .spec import BackendSpec
 from .store import default_data_dir, load_or_create_token, register_dataset
@@ -55,3 +54,12 @@ __all__ = [
     "register_dataset",
     "start_embedded",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The server pulls in aiohttp; load it only when asked, so workers import fast."""
+    if name in ("LocalBackendServer", "start_embedded"):
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ from synapse_ray.errors import (
 )
 from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for
 from synapse_ray.executors.ray_placement import RayActorPlacement, unwrap_remote
-from synapse_ray.executors.ray_remote import StepWorker, run_action
+from synapse_ray.executors.ray_remote import remote_run_action, remote_step_worker
 from synapse_ray.executors.ray_session import ResourceView, ensure_ray, ship_code
 from synapse_ray.runtime.aggregator import get_aggregator
 from synapse_ray.runtime.cancel import CancelToken
@@ -36,12 +36,6 @@ if TYPE_CHECKING:
 
 MODES = ("auto", "task", "actors")
 _SECRET_ENV = ("SYNAPSE_ACCESS_TOKEN",)
-
-
-def _aggregator_name() -> str:
-    import ray
-
-    return f"progress-{ray.get_runtime_context().get_job_id()}"
 
 
 class RayRunHandle(RunHandle):
@@ -69,40 +63,56 @@ class RayRunHandle(RunHandle):
 
     def _main(self, work: Any) -> None:
         try:
-            self._result = work()
+            result = work()
         except BaseException as exc:  # noqa: BLE001 - handed to result()
-            self._error = exc
-        finally:
-            if (
-                self._error is not None
-                and self.runtime.cancel_token.cancelled
-                and not isinstance(self._error, RunCancelledError)
-            ):
-                err = RunCancelledError(f"Run cancelled: {self._error}", reason="cancelled by user")
-                err.__cause__ = self._error
-                self._error = err
-            status = status_for(self._error)
-            self.runtime.progress.run_status(status.value, str(self._error) if self._error else None)
-            self._final = status
-            self._done.set()
+            self._finish(None, exc)
+        else:
+            self._finish(result, None)
+
+    def _finish(self, result: Any, error: BaseException | None) -> None:
+        """Record the outcome once and tell the aggregator the run's final status."""
+        if (
+            error is not None
+            and self.runtime.cancel_token.cancelled
+            and not isinstance(error, RunCancelledError)
+        ):
+            cancelled = RunCancelledError(f"Run cancelled: {error}", reason="cancelled by user")
+            cancelled.__cause__ = error
+            error = cancelled
+        self._result, self._error = result, error
+        status = status_for(error)
+        self.runtime.progress.run_status(status.value, str(error) if error else None)
+        self._final = status
+        self._done.set()
+
+    def _settle(self, timeout: float | None) -> bool:
+        """True once the run has ended (waiting up to ``timeout``; None waits for good)."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._settle(timeout):
+            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
 
     # -- reading ---------------------------------------------------------------
     def status(self) -> RunStatus:
-        if self._final is not None:
-            return self._final
+        if self._settle(0):
+            return self._final or RunStatus.FAILED
         return self.progress().status
 
     def progress(self) -> ProgressSnapshot:
         import ray
 
-        if self._final is not None:
+        if self._settle(0):
             self._sink.sync()  # the terminal event is folded in before we read
         return ray.get(self._aggregator.snapshot.remote(self.run_id))
 
     def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
         import ray
 
-        if self._final is not None:
+        if self._settle(0):
             self._sink.sync()
         return ray.get(self._aggregator.wait_for_update.remote(self.run_id, version, timeout))
 
@@ -118,13 +128,45 @@ class RayRunHandle(RunHandle):
 
         self.runtime.cancel_token.cancel("cancelled by user")
         ray.get(self._aggregator.cancel.remote(self.run_id))
-        if self._done.wait(grace_s):
+        if self._settle(grace_s):
             return
         if self._task_ref is not None:
             ray.cancel(self._task_ref, force=True)
         elif self._placement is not None:
             self._placement.kill_running()
-        self._done.wait(max(grace_s, 30.0))
+        self._settle(max(grace_s, 30.0))
+
+
+class RayTaskRunHandle(RayRunHandle):
+    """Task mode needs no driver thread: the outcome is collected when anyone looks.
+
+    ``result()``, ``status()``, ``progress()`` and ``cancel()`` settle the run
+    from its ObjectRef; the first to see it finished records the outcome and
+    reports the final status.
+    """
+
+    def __init__(self, runtime: RuntimeContext, aggregator: Any, sink: RaySink, ref: Any) -> None:
+        super().__init__(runtime, aggregator, sink)
+        self._task_ref = ref
+        self._settle_lock = threading.Lock()
+
+    def _settle(self, timeout: float | None) -> bool:
+        import ray
+
+        if self._done.is_set():
+            return True
+        ready, _ = ray.wait([self._task_ref], timeout=timeout)
+        if not ready:
+            return False
+        with self._settle_lock:
+            if not self._done.is_set():
+                try:
+                    result = _get(self._task_ref, self.runtime.action_name, self.runtime)
+                except BaseException as exc:  # noqa: BLE001 - handed to result()
+                    self._finish(None, exc)
+                else:
+                    self._finish(result, None)
+        return True
 
 
 class RayExecutor(Executor):
@@ -184,7 +226,7 @@ class RayExecutor(Executor):
 
     def aggregator(self) -> Any:
         if self._aggregator is None:
-            self._aggregator = get_aggregator(_aggregator_name())
+            self._aggregator = get_aggregator()
         return self._aggregator
 
     def connect(self) -> None:
@@ -216,12 +258,12 @@ class RayExecutor(Executor):
         driver_action = cls(validated, runtime)
         registry = driver_action.build_registry()
         mode = self.mode if self.mode != "auto" else ("actors" if registry else "task")
-        handle = RayRunHandle(runtime, aggregator, sink)
         if mode == "task":
             if self.check_resources:
                 self._resources.check(f"Action '{cls.action_name}'", self.options)
-            handle.start(lambda: self._run_task(handle, cls, validated, runtime))
-        elif registry:
+            return self._submit_task(cls, validated, runtime, aggregator, sink)
+        handle = RayRunHandle(runtime, aggregator, sink)
+        if registry:
             placement = RayActorPlacement(
                 self.options,
                 reuse=self.reuse_actors,
@@ -239,15 +281,14 @@ class RayExecutor(Executor):
         return handle
 
     # -- the three ways to run ------------------------------------------------
-    def _run_task(self, handle: RayRunHandle, cls: type, params: Any, runtime: RuntimeContext) -> Any:
-        import ray
-
+    def _submit_task(
+        self, cls: type, params: Any, runtime: RuntimeContext, aggregator: Any, sink: RaySink
+    ) -> RayTaskRunHandle:
         runtime.progress.run_status(RunStatus.RUNNING.value)
-        task = ray.remote(run_action).options(
+        task = remote_run_action().options(
             max_retries=self.max_retries, retry_exceptions=False, **self.options
         )
-        handle._task_ref = task.remote(cls, params, runtime)
-        return _get(handle._task_ref, cls.action_name, runtime)
+        return RayTaskRunHandle(runtime, aggregator, sink, task.remote(cls, params, runtime))
 
     def _run_actors(self, handle: RayRunHandle, action: Any, placement: RayActorPlacement) -> Any:
         runtime = action.runtime_ctx
@@ -258,12 +299,11 @@ class RayExecutor(Executor):
             placement.close()
 
     def _run_single_actor(self, handle: RayRunHandle, cls: type, params: Any, runtime: RuntimeContext) -> Any:
-        import ray
 
         runtime.progress.run_status(RunStatus.RUNNING.value)
         attempts = self.max_retries + 1
         for attempt in range(1, attempts + 1):
-            actor = ray.remote(StepWorker).options(max_restarts=0, **self.options).remote()
+            actor = remote_step_worker().options(max_restarts=0, **self.options).remote()
             placement = RayActorPlacement()
             placement._actors.append(actor)
             placement._running = actor

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError, RemoteTraceback, RunCancelledError, WorkerCrashedError
-from synapse_ray.executors.ray_remote import StepWorker
+from synapse_ray.executors.ray_remote import remote_step_worker
 from synapse_ray.executors.ray_session import ResourceView
 from synapse_ray.steps.context import check_picklable
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -54,6 +54,7 @@ class RayActorPlacement:
         self.default_options = dict(default_options or {})
         self.crash_retries = crash_retries
         self._validated = False
+        self._shipped = False
         self.reuse = reuse
         self.resources = resources or ResourceView()
         self._lock = threading.Lock()
@@ -94,7 +95,6 @@ class RayActorPlacement:
 
     # -- actors ------------------------------------------------------------
     def _actor_for(self, step: BaseStep[Any]) -> Any:
-        import ray
 
         opts = self.options_for(step)
         key = json.dumps(opts, sort_keys=True, default=str)
@@ -105,7 +105,7 @@ class RayActorPlacement:
                 return self._last[1]
             if self._last is not None:
                 self._release_if_unneeded(self._last[1])
-            actor = ray.remote(StepWorker).options(max_restarts=0, max_concurrency=1, **opts).remote()
+            actor = remote_step_worker().options(max_restarts=0, max_concurrency=1, **opts).remote()
             self._actors.append(actor)
             self._last = (key, actor)
             return actor
@@ -122,12 +122,18 @@ class RayActorPlacement:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        check_picklable(ctx, step=step.name)
-        ctx.runtime_ctx.progress.flush(wait=True)  # the step's "running" event lands first
+        # The first step waits until the plan has landed, so none of its progress
+        # arrives before the aggregator knows the step; later steps send and go.
+        ctx.runtime_ctx.progress.flush(wait=not self._shipped)
+        self._shipped = True
         actor = self._actor_for(step)
         if has_rollback(step):
             self._by_step[step.name] = actor
-        ref = actor.run_step.remote(step, ctx, attempt)
+        try:
+            ref = actor.run_step.remote(step, ctx, attempt)
+        except Exception:
+            check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
+            raise
         self._running = actor
         try:
             return ray.get(ref)

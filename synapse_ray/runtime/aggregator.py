@@ -63,29 +63,40 @@ class ProgressAggregator:
         self._notify(run_id)
         return run_id in self._cancelled
 
+    def _read(self, run_id: str) -> ProgressSnapshot:
+        """Reads never create state: an unknown (or evicted) run reads as an empty snapshot."""
+        state = self._runs.get(run_id)
+        return state.snapshot() if state is not None else ProgressSnapshot(run_id=run_id)
+
     async def snapshot(self, run_id: str) -> ProgressSnapshot:
-        return self._state(run_id).snapshot()
+        return self._read(run_id)
 
     async def wait_for_update(self, run_id: str, version: int, timeout: float) -> ProgressSnapshot:
-        state = self._state(run_id)
-        if state.version <= version and not state.status.is_terminal:
+        state = self._runs.get(run_id)
+        if state is None or (state.version <= version and not state.status.is_terminal):
             event = self._changed.setdefault(run_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
                 pass
-        return self._state(run_id).snapshot()
+            finally:
+                if run_id not in self._runs:
+                    self._changed.pop(run_id, None)
+        return self._read(run_id)
 
     async def cancel(self, run_id: str) -> None:
         self._cancelled.add(run_id)
-        self._state(run_id).add_warning("cancel requested")
+        state = self._runs.get(run_id)
+        if state is not None:
+            state.add_warning("cancel requested")
         self._notify(run_id)
 
     async def is_cancelled(self, run_id: str) -> bool:
         return run_id in self._cancelled
 
     async def logs(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self._state(run_id).logs)
+        state = self._runs.get(run_id)
+        return list(state.logs) if state is not None else []
 
     async def stats(self) -> dict[str, int]:
         return {"runs": len(self._runs), "events_total": self.events_total}
@@ -94,23 +105,34 @@ class ProgressAggregator:
         return True
 
 
-def get_aggregator(name: str) -> Any:
-    """Get or create the named aggregator actor.
+_handles: dict[tuple[str, str], Any] = {}
+
+
+def get_aggregator() -> Any:
+    """Get or create this driver's aggregator actor.
 
     0 CPUs, so it never blocks scheduling; placed on the driver's node, so
-    losing a worker node never loses the run's progress state.
+    losing a worker node never loses the run's progress state. The handle is
+    kept for the life of the driver: a named actor whose last handle goes
+    away is collected by Ray, state and all.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
+    rc = ray.get_runtime_context()
+    key = (rc.gcs_address, rc.get_job_id())
+    if key in _handles:
+        return _handles[key]
+    here = rc.get_node_id()
+    name = f"progress-{rc.get_job_id()}"
     actor_cls = ray.remote(ProgressAggregator)
-    return actor_cls.options(
+    _handles[key] = actor_cls.options(
         name=name,
         namespace=NAMESPACE,
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=1000,
         max_restarts=-1,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True),
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
     ).remote()
+    return _handles[key]

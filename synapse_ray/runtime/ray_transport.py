@@ -56,7 +56,9 @@ class AggregatorCancelSource:
         self.aggregator = aggregator
         self.run_id = run_id
         self.interval = interval
-        self._checked = 0.0
+        # The first look is one interval after arrival: a run cancelled in its first
+        # moments is still seen within ``interval``, and short tasks pay no round trip.
+        self._checked = time.monotonic()
         self._value = False
 
     def is_cancelled(self) -> bool:

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Protocol
 
 import structlog
@@ -88,8 +89,8 @@ class ProgressReporter:
         self._metrics: dict[str, Any] = {}
         self._outbox: list[ProgressEvent] = []
         self._warned: set[tuple[str, str]] = set()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._registered = False
+        self._last_flush = 0.0
 
     # -- pickling: only the sink and the step binding travel -----------
     def __getstate__(self) -> dict[str, Any]:
@@ -109,8 +110,8 @@ class ProgressReporter:
             current, total = clamped
         with self._lock:
             self._pending[category] = (current, total)
-        if self._thread is None:
-            self._start()
+        if not self._registered:
+            self._register()
 
     def _clamp(self, category: str, current: float, total: float) -> tuple[float, float] | None:
         new: tuple[float, float] | None
@@ -137,19 +138,19 @@ class ProgressReporter:
     def metric(self, values: dict[str, Any]) -> None:
         with self._lock:
             self._metrics.update(values)
-        if self._thread is None:
-            self._start()
+        if not self._registered:
+            self._register()
 
     def log_entry(self, entry: dict[str, Any]) -> None:
         self._queue(ProgressEvent(LOG, self.step, self.attempt, worker=self._worker, data=entry))
+        if not self._registered:
+            self._register()
 
     # -- ordered events: queued behind what is pending, sent with the next batch --
     def _queue(self, event: ProgressEvent) -> None:
         with self._lock:
             self._drain_pending_locked()
             self._outbox.append(event)
-        if self._thread is None:
-            self._start()
 
     def start_plan(self, plan: ProgressPlan) -> None:
         self._queue(ProgressEvent(PLAN, worker=self._worker, data=plan.to_data()))
@@ -159,8 +160,8 @@ class ProgressReporter:
             self._drain_pending_locked()
             self.step, self.attempt = step, attempt
             self._outbox.append(ProgressEvent(STEP, step, attempt, status="running", worker=self._worker))
-        if self._thread is None:
-            self._start()
+        if not self._registered:
+            self._register()  # the sender picks the start up within one interval
 
     def end_step(self, status: str, error: str | None = None) -> None:
         """Report the bound step's end and flush: a step's last progress is never held back."""
@@ -212,6 +213,7 @@ class ProgressReporter:
                 log.warning("progress_sync_failed", error=repr(exc))
 
     def _flush(self) -> None:
+        self._last_flush = time.monotonic()
         with self._send_lock:  # drain under the send lock so batches leave in order
             events = self._drain()
             if events:
@@ -220,22 +222,59 @@ class ProgressReporter:
                 except Exception as exc:  # noqa: BLE001 - progress must never break a run
                     log.warning("progress_send_failed", error=repr(exc), events=len(events))
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True)
-        self._thread.start()
+    def _register(self) -> None:
+        self._registered = True
+        _SENDER.add(self)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self._pending or self._metrics or self._outbox:
-                self.flush()
+    def due(self, now: float) -> bool:
+        return (
+            bool(self._pending or self._metrics or self._outbox) and now - self._last_flush >= self.interval
+        )
 
     def close(self) -> None:
-        """Final flush, wait until the sink has it, and stop the sender thread."""
-        self._stop.set()
+        """Final flush, wait until the sink has it, and leave the sender."""
+        _SENDER.discard(self)
+        self._registered = True  # a closed reporter does not rejoin the sender
         self.flush(wait=True)
+
+
+class _Sender:
+    """One daemon thread per process sends every live reporter's batches.
+
+    Worker processes are reused across tasks, so a task pays no thread start;
+    reporters are held weakly and leave on ``close()``.
+    """
+
+    tick = 0.02
+
+    def __init__(self) -> None:
+        self._reporters: weakref.WeakSet[ProgressReporter] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._pid = -1
+
+    def add(self, reporter: ProgressReporter) -> None:
+        with self._lock:
+            self._reporters.add(reporter)
+            if self._pid != os.getpid():  # first use, or a forked child without the thread
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True).start()
+
+    def discard(self, reporter: ProgressReporter) -> None:
+        with self._lock:
+            self._reporters.discard(reporter)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                reporters = list(self._reporters)
+            for reporter in reporters:
+                if reporter.due(now):
+                    reporter.flush()
+
+
+_SENDER = _Sender()
 
 
 def wait_for_state(sink: LocalSink, version: int, timeout: float) -> int:

@@ -28,7 +28,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, namespace="synapse_ray")
+        ray.init(address="local", num_cpus=4, include_dashboard=True, namespace="synapse_ray")
     yield
     ray.shutdown()
 
