@@ -22,12 +22,12 @@ from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolv
 from synapse_ray.executors.ray_placement import RayActorPlacement, unwrap_remote
 from synapse_ray.executors.ray_remote import remote_run_action, remote_step_worker
 from synapse_ray.executors.ray_session import ResourceView, ensure_ray, ship_code
-from synapse_ray.runtime.aggregator import get_aggregator
+from synapse_ray.runtime.aggregator import NAMESPACE, aggregator_name, get_aggregator
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
 from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
-from synapse_ray.runtime.ray_transport import AggregatorCancelSource, RaySink
+from synapse_ray.runtime.ray_transport import AggregatorCancelSource, AggregatorRef, RaySink
 from synapse_ray.runtime.reporter import ProgressReporter
 from synapse_ray.runtime.status import RunStatus
 
@@ -246,13 +246,14 @@ class RayExecutor(Executor):
         ship_code(cls)
         run_id = run_id or new_run_id()
         aggregator = self.aggregator()
-        sink = RaySink(aggregator, run_id)
+        agg_ref = AggregatorRef(aggregator_name(), NAMESPACE, aggregator)
+        sink = RaySink(agg_ref, run_id)
         runtime = RuntimeContext(
             run_id=run_id,
             env=self.env,
             backend=backend,
             progress=ProgressReporter(sink),
-            cancel=CancelToken(AggregatorCancelSource(aggregator, run_id)),
+            cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id)),
             action_name=cls.action_name,
         )
         driver_action = cls(validated, runtime)
@@ -284,7 +285,7 @@ class RayExecutor(Executor):
     def _submit_task(
         self, cls: type, params: Any, runtime: RuntimeContext, aggregator: Any, sink: RaySink
     ) -> RayTaskRunHandle:
-        runtime.progress.run_status(RunStatus.RUNNING.value)
+        # No RUNNING push here: the task's first step event marks the run running.
         task = remote_run_action().options(
             max_retries=self.max_retries, retry_exceptions=False, **self.options
         )

@@ -108,6 +108,12 @@ class ProgressAggregator:
 _handles: dict[tuple[str, str], Any] = {}
 
 
+def aggregator_name() -> str:
+    import ray
+
+    return f"progress-{ray.get_runtime_context().get_job_id()}"
+
+
 def get_aggregator() -> Any:
     """Get or create this driver's aggregator actor.
 
@@ -124,7 +130,7 @@ def get_aggregator() -> Any:
     if key in _handles:
         return _handles[key]
     here = rc.get_node_id()
-    name = f"progress-{rc.get_job_id()}"
+    name = aggregator_name()
     actor_cls = ray.remote(ProgressAggregator)
     _handles[key] = actor_cls.options(
         name=name,

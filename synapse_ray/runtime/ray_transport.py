@@ -1,11 +1,15 @@
 """Progress and cancel transport over the aggregator actor.
 
-Both are values holding an actor handle, so they travel inside a pickled
-``RuntimeContext`` to any task or actor and keep working there.
+Both are values that name the aggregator actor, so they travel inside a
+pickled ``RuntimeContext`` to any task or actor and keep working there. They
+carry the actor's *name*, not its handle: serializing an actor handle costs
+about as much as a trivial task, and a worker process (reused across tasks)
+looks the name up once and keeps the handle.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -13,17 +17,53 @@ from synapse_ray.runtime.progress import ProgressEvent
 
 MAX_IN_FLIGHT = 16
 
+_handles: dict[str, Any] = {}
+_handles_lock = threading.Lock()
+
+
+class AggregatorRef:
+    """The aggregator by name; ``handle`` resolves it once per process."""
+
+    def __init__(self, name: str, namespace: str, handle: Any = None) -> None:
+        self.name = name
+        self.namespace = namespace
+        if handle is not None:  # the creator's live handle wins over anything cached before
+            with _handles_lock:
+                _handles[self._key] = handle
+
+    @property
+    def _key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def handle(self) -> Any:
+        handle = _handles.get(self._key)
+        if handle is None:
+            import ray
+
+            with _handles_lock:
+                handle = _handles.get(self._key)
+                if handle is None:
+                    handle = _handles[self._key] = ray.get_actor(self.name, namespace=self.namespace)
+        return handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name, self.namespace = state["name"], state["namespace"]
+
 
 class RaySink:
     """Sends batches with fire-and-forget actor calls; ``sync`` waits for them."""
 
-    def __init__(self, aggregator: Any, run_id: str) -> None:
+    def __init__(self, aggregator: AggregatorRef, run_id: str) -> None:
         self.aggregator = aggregator
         self.run_id = run_id
         self._in_flight: list[Any] = []
 
     def send(self, events: list[ProgressEvent]) -> None:
-        ref = self.aggregator.push.remote(self.run_id, events)
+        ref = self.aggregator.handle.push.remote(self.run_id, events)
         self._in_flight.append(ref)
         if len(self._in_flight) > MAX_IN_FLIGHT:
             self._reap()
@@ -52,7 +92,7 @@ class RaySink:
 class AggregatorCancelSource:
     """Asks the aggregator whether the run was cancelled, at most every ``interval`` s."""
 
-    def __init__(self, aggregator: Any, run_id: str, interval: float = 0.25) -> None:
+    def __init__(self, aggregator: AggregatorRef, run_id: str, interval: float = 0.25) -> None:
         self.aggregator = aggregator
         self.run_id = run_id
         self.interval = interval
@@ -69,7 +109,7 @@ class AggregatorCancelSource:
             import ray
 
             self._checked = now
-            self._value = bool(ray.get(self.aggregator.is_cancelled.remote(self.run_id), timeout=5))
+            self._value = bool(ray.get(self.aggregator.handle.is_cancelled.remote(self.run_id), timeout=5))
         return self._value
 
     def __getstate__(self) -> dict[str, Any]:
