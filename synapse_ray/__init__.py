@@ -1,34 +1,95 @@
 """synapse_ray: run ML train actions in-process, on Ray, or as Ray Jobs.
 
-Public names only; everything else is an implementation detail.
+Public names only; everything else is an implementation detail. Names load on
+first use: a Ray worker that unpickles one step should not pay for the
+backend client, the executors and their dependencies.
 """
 
-from synapse_ray.action import BaseAction
-from synapse_ray.backend import BackendClient, BackendSpec
-from synapse_ray.errors import (
-    ActionError,
-    ConfigurationError,
-    ContextPicklingError,
-    ParamsValidationError,
-    RunCancelledError,
-    StepError,
-    StepResultError,
-    SynapseRayError,
-    TargetError,
-    WorkerCrashedError,
-)
-from synapse_ray.executors.base import Executor, RunHandle
-from synapse_ray.executors.local import LocalExecutor
-from synapse_ray.executors.ray_executor import RayExecutor, RayRunHandle
-from synapse_ray.runtime.context import RuntimeContext
-from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
-from synapse_ray.runtime.status import RunStatus, StepStatus
-from synapse_ray.steps.context import BaseStepContext, TrainContext
-from synapse_ray.steps.registry import StepRegistry
-from synapse_ray.steps.retry import RetryPolicy
-from synapse_ray.steps.step import BaseStep, StepResources, StepResult
-from synapse_ray.targets import load_action
-from synapse_ray.train import BaseTrainAction, TrainProgressCategories
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from synapse_ray.action import BaseAction
+    from synapse_ray.backend import BackendClient, BackendSpec
+    from synapse_ray.backend.server import LocalBackendServer
+    from synapse_ray.errors import (
+        ActionError,
+        ConfigurationError,
+        ContextPicklingError,
+        ParamsValidationError,
+        RunCancelledError,
+        StepError,
+        StepResultError,
+        SynapseRayError,
+        TargetError,
+        WorkerCrashedError,
+    )
+    from synapse_ray.executors.base import Executor, RunHandle
+    from synapse_ray.executors.local import LocalExecutor
+    from synapse_ray.executors.ray_executor import RayExecutor, RayRunHandle
+    from synapse_ray.runtime.context import RuntimeContext
+    from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
+    from synapse_ray.runtime.status import RunStatus, StepStatus
+    from synapse_ray.steps.context import BaseStepContext, TrainContext
+    from synapse_ray.steps.registry import StepRegistry
+    from synapse_ray.steps.retry import RetryPolicy
+    from synapse_ray.steps.step import BaseStep, StepResources, StepResult
+    from synapse_ray.targets import load_action
+    from synapse_ray.train import BaseTrainAction, TrainProgressCategories
+
+_EXPORTS = {
+    "ActionError": "synapse_ray.errors",
+    "BackendClient": "synapse_ray.backend",
+    "BackendSpec": "synapse_ray.backend",
+    "BaseAction": "synapse_ray.action",
+    "BaseStep": "synapse_ray.steps.step",
+    "BaseStepContext": "synapse_ray.steps.context",
+    "BaseTrainAction": "synapse_ray.train",
+    "CategoryProgress": "synapse_ray.runtime.progress",
+    "ConfigurationError": "synapse_ray.errors",
+    "ContextPicklingError": "synapse_ray.errors",
+    "Executor": "synapse_ray.executors.base",
+    "LocalBackendServer": "synapse_ray.backend.server",
+    "LocalExecutor": "synapse_ray.executors.local",
+    "ParamsValidationError": "synapse_ray.errors",
+    "ProgressSnapshot": "synapse_ray.runtime.progress",
+    "RayExecutor": "synapse_ray.executors.ray_executor",
+    "RayRunHandle": "synapse_ray.executors.ray_executor",
+    "RetryPolicy": "synapse_ray.steps.retry",
+    "RunCancelledError": "synapse_ray.errors",
+    "RunHandle": "synapse_ray.executors.base",
+    "RunStatus": "synapse_ray.runtime.status",
+    "RuntimeContext": "synapse_ray.runtime.context",
+    "StepError": "synapse_ray.errors",
+    "StepProgress": "synapse_ray.runtime.progress",
+    "StepRegistry": "synapse_ray.steps.registry",
+    "StepResources": "synapse_ray.steps.step",
+    "StepResult": "synapse_ray.steps.step",
+    "StepResultError": "synapse_ray.errors",
+    "StepStatus": "synapse_ray.runtime.status",
+    "SynapseRayError": "synapse_ray.errors",
+    "TargetError": "synapse_ray.errors",
+    "TrainContext": "synapse_ray.steps.context",
+    "TrainProgressCategories": "synapse_ray.train",
+    "WorkerCrashedError": "synapse_ray.errors",
+    "load_action": "synapse_ray.targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synapse_ray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __version__ = "0.1.0"
 
@@ -70,12 +131,3 @@ __all__ = [
     "load_action",
     "__version__",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """``LocalBackendServer`` pulls in aiohttp: loaded on first use, not by every worker."""
-    if name == "LocalBackendServer":
-        from synapse_ray.backend.server import LocalBackendServer
-
-        return LocalBackendServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -136,7 +136,9 @@ class RayActorPlacement:
             raise
         self._running = actor
         try:
-            return ray.get(ref)
+            result, after, tail = ray.get(ref)
+            ctx.runtime_ctx.progress.forward(tail)
+            return result, after
         except RayTaskError as exc:
             raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
         except RayActorError as exc:

@@ -1,37 +1,50 @@
 """What runs inside Ray workers: the action task and the per-step actor.
 
 Both receive plain values (action class, validated params, a pickled
-``RuntimeContext`` holding the backend spec and the progress transport),
-rebuild what they need, and flush progress before returning so the driver
-never sees a result before its last progress.
+``RuntimeContext`` holding the backend spec and the progress transport) and
+rebuild what they need. On success the last progress batch rides back with
+the result (``Outcome``) and the driver forwards it ahead of the final status:
+the driver never sees a result before the progress that led to it, and the
+worker saves a blocking round trip to the aggregator. On failure the worker
+flushes and waits itself (rare path, simplest ordering).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from synapse_ray.executors.base import wrap_error
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.logging import configure_logging
+from synapse_ray.runtime.progress import ProgressEvent
 from synapse_ray.steps.placement import InProcessPlacement
 from synapse_ray.steps.step import BaseStep, StepResult
 
 
-def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Any:
+@dataclass
+class Outcome:
+    """A remote success: the value plus the progress events not yet sent."""
+
+    value: Any
+    tail: list[ProgressEvent]
+
+
+def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
     """Build the action in this worker and run it, steps in-process."""
     configure_logging()
     runtime.step_placement = InProcessPlacement()
     action = cls(params, runtime)
     try:
-        return action.run()
+        value = action.run()
     except BaseException as exc:
+        runtime.progress.close()
         err = wrap_error(action.action_name, exc)
         if err is exc:
             raise
         raise err from exc
-    finally:
-        runtime.progress.close()
+    return Outcome(value, runtime.progress.detach())
 
 
 class StepWorker:
@@ -49,12 +62,13 @@ class StepWorker:
     def __init__(self) -> None:
         configure_logging()
 
-    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
+    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any, list[ProgressEvent]]:
         try:
             result = step.execute(ctx)
-        finally:
+        except BaseException:
             ctx.runtime_ctx.progress.close()
-        return result, ctx
+            raise
+        return result, ctx, ctx.runtime_ctx.progress.detach()
 
     def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
         try:
@@ -63,7 +77,7 @@ class StepWorker:
             ctx.runtime_ctx.progress.close()
         return ctx
 
-    def run_action(self, cls: type, params: Any, runtime: RuntimeContext) -> Any:
+    def run_action(self, cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
         return run_action(cls, params, runtime)
 
 

@@ -55,6 +55,7 @@ class ProgressState:
         self._steps: dict[str, _StepState] = {}
         self._set_plan(self.plan)
         self._categories: dict[str, tuple[float, float]] = {}
+        self._category_ts: dict[str, float] = {}
         self._metrics: dict[str, Any] = {}
         self._workers: dict[str, str] = {}
         self._overall = 0.0
@@ -109,6 +110,9 @@ class ProgressState:
         cat = ev.category or "default"
         total = ev.total
         current = ev.current
+        if ev.ts < self._category_ts.get(cat, 0.0):
+            return  # an older batch that arrived late: the newer value stands
+        self._category_ts[cat] = ev.ts
         self._categories[cat] = (current, total)
         st = self._steps.get(ev.step) if ev.step else None
         if st is None or ev.attempt < st.attempt:
@@ -126,6 +130,8 @@ class ProgressState:
         if ev.attempt < st.attempt:
             return
         status = StepStatus(ev.status) if ev.status else StepStatus.RUNNING
+        if status is StepStatus.RUNNING and ev.attempt == st.attempt and st.status is not StepStatus.PENDING:
+            return  # a late "running" never reopens a step this attempt already ended
         if ev.attempt > st.attempt:
             self._restart(st, ev.attempt)
         st.status = status

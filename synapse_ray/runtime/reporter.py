@@ -231,6 +231,22 @@ class ProgressReporter:
             bool(self._pending or self._metrics or self._outbox) and now - self._last_flush >= self.interval
         )
 
+    def detach(self) -> list[ProgressEvent]:
+        """Leave the sender and hand back what was not sent, for someone else to forward."""
+        _SENDER.discard(self)
+        self._registered = True  # a detached reporter does not rejoin the sender
+        with self._send_lock:  # a batch the sender is sending leaves first
+            return self._drain()
+
+    def forward(self, events: list[ProgressEvent]) -> None:
+        """Send events another process collected, in order with this reporter's own."""
+        if not events:
+            return
+        with self._lock:
+            self._drain_pending_locked()
+            self._outbox.extend(events)
+        self._flush()
+
     def close(self) -> None:
         """Final flush, wait until the sink has it, and leave the sender."""
         _SENDER.discard(self)

@@ -144,3 +144,17 @@ def test_inverted_progress_in_a_real_run_continues(tmp_path):
     snap = handle.progress()
     assert snap.status is RunStatus.SUCCEEDED
     assert len(snap.warnings) == 2
+
+
+def test_late_batches_never_move_a_category_or_step_backwards():
+    state = ProgressState(ProgressPlan.from_weights([("a", 1), ("b", 1)]))
+    newer = ev(PROGRESS, "a", category="train", current=9, total=10, ts=200.0)
+    older = ev(PROGRESS, "a", category="train", current=3, total=10, ts=100.0)
+    state.apply([ev(STEP, "a", status="running"), newer, ev(STEP, "a", status="succeeded")])
+    state.apply([older, ev(STEP, "a", status="running")])  # a batch that was overtaken in flight
+    snap = state.snapshot()
+    assert snap.categories["train"].current == 9
+    assert snap.steps["a"].status is StepStatus.SUCCEEDED
+    # a new attempt does reopen the step
+    state.apply([ev(STEP, "a", 2, status="running")])
+    assert state.snapshot().steps["a"].status is StepStatus.RUNNING
