@@ -123,9 +123,11 @@ class RayActorPlacement:
         from ray.exceptions import RayActorError, RayTaskError
 
         # The first step waits until the plan has landed, so none of its progress
-        # arrives before the aggregator knows the step; later steps send and go.
-        ctx.runtime_ctx.progress.flush(wait=not self._shipped)
-        self._shipped = True
+        # arrives before the aggregator knows the step. Later steps' "running"
+        # leaves with the sender's next tick (20 ms) or the step's end.
+        if not self._shipped:
+            ctx.runtime_ctx.progress.flush(wait=True)
+            self._shipped = True
         actor = self._actor_for(step)
         if has_rollback(step):
             self._by_step[step.name] = actor

@@ -239,13 +239,17 @@ class ProgressReporter:
             return self._drain()
 
     def forward(self, events: list[ProgressEvent]) -> None:
-        """Send events another process collected, in order with this reporter's own."""
+        """Queue events another process collected, in order with this reporter's own.
+
+        They leave with the next flush (the step end or final status that follows).
+        """
         if not events:
             return
         with self._lock:
             self._drain_pending_locked()
             self._outbox.extend(events)
-        self._flush()
+        if not self._registered:
+            self._register()
 
     def close(self) -> None:
         """Final flush, wait until the sink has it, and leave the sender."""
