@@ -72,6 +72,13 @@ def parse_params(raw: str | None) -> dict[str, Any]:
 @click.option("--num-gpus", type=click.FloatRange(min=0), default=None, help="Ray only. GPUs per task/actor.")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; print only the result.")
 @click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result JSON to this file (Ray forwards workers' own prints to stdout).",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -86,6 +93,7 @@ def run(
     num_cpus: float | None,
     num_gpus: float | None,
     quiet: bool,
+    output: Path | None,
     data_dir: Path | None,
 ) -> None:
     """Run TARGET (module:Class or path/to/file.py:Class) and print its result as JSON.
@@ -135,4 +143,7 @@ def run(
         except Exception as exc:  # noqa: BLE001 - one paragraph, non-zero exit
             click.echo(f"Error: {error_paragraph(exc, handle.run_id)}", err=True)
             sys.exit(1)
-    click.echo(to_json(result))
+    text = to_json(result)
+    if output is not None:
+        output.write_text(text + "\n")
+    click.echo(text)

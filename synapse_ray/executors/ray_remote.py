@@ -17,7 +17,6 @@ from typing import Any
 
 from synapse_ray.executors.base import wrap_error
 from synapse_ray.runtime.context import RuntimeContext
-from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressEvent
 from synapse_ray.steps.placement import InProcessPlacement
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -33,7 +32,6 @@ class Outcome:
 
 def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
     """Build the action in this worker and run it, steps in-process."""
-    configure_logging()
     runtime.step_placement = InProcessPlacement()
     action = cls(params, runtime)
     try:
@@ -58,9 +56,6 @@ class StepWorker:
         import ray
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-
-    def __init__(self) -> None:
-        configure_logging()
 
     def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any, list[ProgressEvent]]:
         try:

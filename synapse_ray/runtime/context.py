@@ -15,10 +15,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from synapse_ray.runtime.cancel import CancelToken
-from synapse_ray.runtime.logging import register_secret
+from synapse_ray.runtime.logging import configure_logging, get_logger, register_secret
 from synapse_ray.runtime.reporter import ProgressReporter
 
 if TYPE_CHECKING:
@@ -65,12 +63,20 @@ class RuntimeContext:
         self._client: BackendClient | None = None
         if backend is not None:
             register_secret(backend.token)
-        self.logger = self._make_logger()
+        self._logger: Any = None
 
-    def _make_logger(self) -> Any:
-        return structlog.get_logger("synapse_ray").bind(
-            run_id=self.run_id, action=self.action_name, step=self.step, attempt=self.attempt
-        )
+    @property
+    def logger(self) -> Any:
+        """structlog logger bound with run, action, step and attempt (built on first use)."""
+        if self._logger is None:
+            self._logger = get_logger(
+                "synapse_ray",
+                run_id=self.run_id,
+                action=self.action_name,
+                step=self.step,
+                attempt=self.attempt,
+            )
+        return self._logger
 
     # -- backend -------------------------------------------------------
     @property
@@ -80,6 +86,7 @@ class RuntimeContext:
                 raise RuntimeError(NO_CLIENT_HINT)
             from synapse_ray.backend.client import get_client
 
+            configure_logging()  # the client logs: in a worker, our pipeline must be in place first
             self._client = get_client(self.backend)
         return self._client
 
@@ -90,7 +97,7 @@ class RuntimeContext:
     # -- steps, progress, cancel ---------------------------------------
     def bind_step(self, step: str | None, attempt: int = 1) -> None:
         self.step, self.attempt = step, attempt
-        self.logger = self._make_logger()
+        self._logger = None
 
     def set_progress(self, current: float, total: float, category: str | None = None) -> None:
         self.progress.update(category or "default", current, total)

@@ -16,8 +16,7 @@ import time
 import weakref
 from typing import Any, Protocol
 
-import structlog
-
+from synapse_ray.runtime.logging import get_logger
 from synapse_ray.runtime.progress import (
     LOG,
     METRIC,
@@ -31,7 +30,10 @@ from synapse_ray.runtime.progress import (
 )
 from synapse_ray.runtime.progress_state import ProgressState
 
-log = structlog.get_logger("synapse_ray.progress")
+
+def _log() -> Any:
+    return get_logger("synapse_ray.progress")
+
 
 DEFAULT_INTERVAL = 0.1
 
@@ -129,7 +131,7 @@ class ProgressReporter:
             new = (float(total), float(total))
         if (category, kind) not in self._warned:
             self._warned.add((category, kind))
-            log.warning("progress_clamped", category=category, current=current, total=total)
+            _log().warning("progress_clamped", category=category, current=current, total=total)
             self._queue(
                 ProgressEvent(WARN, self.step, self.attempt, worker=self._worker, data={"message": message})
             )
@@ -210,7 +212,7 @@ class ProgressReporter:
             try:
                 sync()
             except Exception as exc:  # noqa: BLE001
-                log.warning("progress_sync_failed", error=repr(exc))
+                _log().warning("progress_sync_failed", error=repr(exc))
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -220,7 +222,7 @@ class ProgressReporter:
                 try:
                     self.sink.send(events)
                 except Exception as exc:  # noqa: BLE001 - progress must never break a run
-                    log.warning("progress_send_failed", error=repr(exc), events=len(events))
+                    _log().warning("progress_send_failed", error=repr(exc), events=len(events))
 
     def _register(self) -> None:
         self._registered = True

@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from synapse_ray.errors import (
     ConfigurationError,
     RunCancelledError,
@@ -37,8 +35,6 @@ from synapse_ray.steps.placement import InProcessPlacement, StepPlacement
 from synapse_ray.steps.registry import StepRegistry
 from synapse_ray.steps.retry import NO_RETRY
 from synapse_ray.steps.step import BaseStep, StepResult
-
-log = structlog.get_logger("synapse_ray.orchestrator")
 
 
 @dataclass

@@ -54,3 +54,10 @@ def test_failing_run_exits_1_with_one_paragraph():
     assert "Step 'train' failed: boom in train" in err_lines[0]
     assert "(caused by ValueError: boom in train)" not in err_lines[0]  # not repeated
     assert res.stdout == ""
+
+
+def test_output_file_gets_the_result(tmp_path):
+    out = tmp_path / "result.json"
+    res = invoke("run", "tests.core.actions:AddAction", "--params", '{"a": 1}', "-q", "-o", str(out))
+    assert res.exit_code == 0
+    assert json.loads(out.read_text()) == {"sum": 2} == json.loads(res.stdout)
