@@ -338,7 +338,7 @@ def _get(ref: Any, action_name: str, runtime: RuntimeContext) -> Any:
 
     try:
         outcome = ray.get(ref)
-        runtime.progress.forward(outcome.tail)  # ahead of the final status we are about to send
+        outcome.forward_progress(runtime.progress)  # ahead of the final status we are about to send
         return outcome.value
     except TaskCancelledError as exc:
         raise RunCancelledError(f"Action '{action_name}' was cancelled", action=action_name) from exc

@@ -138,9 +138,9 @@ class RayActorPlacement:
             raise
         self._running = actor
         try:
-            result, after, tail = ray.get(ref)
-            ctx.runtime_ctx.progress.forward(tail)
-            return result, after
+            outcome, after = ray.get(ref)
+            outcome.forward_progress(ctx.runtime_ctx.progress)
+            return outcome.value, after
         except RayTaskError as exc:
             raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
         except RayActorError as exc:

@@ -24,15 +24,26 @@ from synapse_ray.steps.step import BaseStep, StepResult
 
 @dataclass
 class Outcome:
-    """A remote success: the value plus the progress events not yet sent."""
+    """A remote success: the value, the progress events not yet sent, and the
+    refs of progress sends still in flight (the driver waits on them before it
+    forwards the tail, so nothing lands after the final status)."""
 
     value: Any
     tail: list[ProgressEvent]
+    in_flight: list[Any]
+
+    def forward_progress(self, reporter: Any, timeout: float = 10.0) -> None:
+        if self.in_flight:
+            import ray
+
+            ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=timeout)
+        reporter.forward(self.tail)
 
 
 def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
     """Build the action in this worker and run it, steps in-process."""
     runtime.step_placement = InProcessPlacement()
+    runtime.progress.hold_step_events = True  # the tail of Outcome carries them
     action = cls(params, runtime)
     try:
         value = action.run()
@@ -42,7 +53,7 @@ def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
         if err is exc:
             raise
         raise err from exc
-    return Outcome(value, runtime.progress.detach())
+    return Outcome(value, *runtime.progress.detach())
 
 
 class StepWorker:
@@ -57,13 +68,13 @@ class StepWorker:
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any, list[ProgressEvent]]:
+    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
         try:
             result = step.execute(ctx)
         except BaseException:
             ctx.runtime_ctx.progress.close()
             raise
-        return result, ctx, ctx.runtime_ctx.progress.detach()
+        return Outcome(result, *ctx.runtime_ctx.progress.detach()), ctx
 
     def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
         try:

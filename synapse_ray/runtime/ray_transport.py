@@ -74,6 +74,11 @@ class RaySink:
         ready, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
         del ready
 
+    def take_in_flight(self) -> list[Any]:
+        """Hand over the refs of batches not yet known to have landed (to wait on elsewhere)."""
+        refs, self._in_flight = self._in_flight, []
+        return refs
+
     def sync(self, timeout: float = 10.0) -> None:
         """Block until every batch sent so far has been folded in."""
         import ray

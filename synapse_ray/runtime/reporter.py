@@ -93,6 +93,9 @@ class ProgressReporter:
         self._warned: set[tuple[str, str]] = set()
         self._registered = False
         self._last_flush = 0.0
+        # In a Ray worker whose unsent events ride back with its result, step
+        # boundaries need not be pushed at once: the sender (or the result) takes them.
+        self.hold_step_events = False
 
     # -- pickling: only the sink and the step binding travel -----------
     def __getstate__(self) -> dict[str, Any]:
@@ -172,7 +175,11 @@ class ProgressReporter:
     def step_event(self, step: str, attempt: int, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
         self._queue(ProgressEvent(STEP, step, attempt, status=status, worker=self._worker, data=data))
-        self.flush()
+        if self.hold_step_events:
+            if not self._registered:
+                self._register()
+        else:
+            self.flush()
 
     def run_status(self, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
@@ -233,12 +240,18 @@ class ProgressReporter:
             bool(self._pending or self._metrics or self._outbox) and now - self._last_flush >= self.interval
         )
 
-    def detach(self) -> list[ProgressEvent]:
-        """Leave the sender and hand back what was not sent, for someone else to forward."""
+    def detach(self) -> tuple[list[ProgressEvent], list[Any]]:
+        """Leave the sender; hand back the unsent events and the refs of sends still in flight.
+
+        Whoever forwards the events waits on those refs first, so nothing this
+        reporter sent can land after what is forwarded (or after a final status).
+        """
         _SENDER.discard(self)
         self._registered = True  # a detached reporter does not rejoin the sender
         with self._send_lock:  # a batch the sender is sending leaves first
-            return self._drain()
+            events = self._drain()
+            take = getattr(self.sink, "take_in_flight", None)
+            return events, (take() if take is not None else [])
 
     def forward(self, events: list[ProgressEvent]) -> None:
         """Queue events another process collected, in order with this reporter's own.
