@@ -1,4 +1,4 @@
-"""synapse_ray: run ML train actions in-process, on Ray, or as Ray Jobs.
+"""synapse_ray: run ML train actions in-process or on a Ray cluster.
 
 Public names only; everything else is an implementation detail. Names load on
 first use: a Ray worker that unpickles one step should not pay for the
@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from synapse_ray.backend.server import LocalBackendServer
     from synapse_ray.errors import (
         ActionError,
+        ClusterError,
         ConfigurationError,
         ContextPicklingError,
         ParamsValidationError,
+        RemoteTraceback,
         RunCancelledError,
         StepError,
         StepResultError,
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ActionError": "synapse_ray.errors",
+    "ClusterError": "synapse_ray.errors",
+    "RemoteTraceback": "synapse_ray.errors",
     "BackendClient": "synapse_ray.backend",
     "BackendSpec": "synapse_ray.backend",
     "BaseAction": "synapse_ray.action",
@@ -95,6 +99,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionError",
+    "ClusterError",
+    "RemoteTraceback",
     "BackendClient",
     "BackendSpec",
     "LocalBackendServer",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from synapse_ray.errors import ConfigurationError, ParamsValidationError, RunCancelledError
 from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.runtime.logging import redact_processor
 from synapse_ray.runtime.progress import ProgressPlan
 from synapse_ray.runtime.status import StepStatus
 from synapse_ray.steps.context import BaseStepContext
@@ -174,11 +175,17 @@ class BaseAction(Generic[P]):
                 rt.progress.end_step(StepStatus.CANCELLED.value)
                 raise
             except Exception as exc:
+                if rt.cancelled:
+                    rt.progress.end_step(StepStatus.CANCELLED.value, f"{type(exc).__name__}: {exc}")
+                    raise RunCancelledError(f"Run cancelled during '{self.action_name}'") from exc
                 rt.progress.end_step(StepStatus.FAILED.value, f"{type(exc).__name__}: {exc}")
-                if not rt.cancelled and policy.should_retry(exc, attempt):
-                    if not rt.cancel_token.wait(policy.delay_for(attempt)):
-                        continue
-                raise
+                if not policy.should_retry(exc, attempt):
+                    raise
+                if rt.cancel_token.wait(policy.delay_for(attempt)):
+                    raise RunCancelledError(
+                        f"Run cancelled while waiting to retry '{self.action_name}'"
+                    ) from exc
+                continue
             rt.progress.end_step(StepStatus.SUCCEEDED.value)
             rt.bind_step(None, 1)
             return self.check_result(result)
@@ -201,7 +208,8 @@ class BaseAction(Generic[P]):
     def log(self, event: str, data: Mapping[str, Any] | None = None) -> None:
         payload = dict(data or {})
         self.runtime_ctx.logger.info(event, **payload)
-        self.runtime_ctx.progress.log_entry({"event": event, "data": payload})
+        # the entry is kept by the aggregator and shown by handle.logs(): redact it like a log line
+        self.runtime_ctx.progress.log_entry(redact_processor(None, "info", {"event": event, "data": payload}))
 
     def log_metric(self, name: str, value: Any, category: str | None = None) -> None:
         key = f"{category}.{name}" if category else name

@@ -111,10 +111,11 @@ def _idempotency_middleware(store: Store) -> Any:
                     headers={"Idempotent-Replayed": "true"},
                 )
             response = await handler(request)
+            # Only successes are replayed: a 4xx (say, a chunk body cut off by a
+            # dropped connection) must let the client's retry of the same key through.
             if (
                 isinstance(response, web.Response)
-                and response.status < 500
-                and response.status != 429
+                and 200 <= response.status < 300
                 and isinstance(response.body, bytes)
             ):
                 store.put_idempotent(*ident, response.status, response.body, response.content_type)

@@ -251,9 +251,9 @@ def api_routes(state: BackendState) -> list[web.RouteDef]:
         if errors or upload is None:
             return web.json_response(errors, status=400)
         fields = {key: payload.get(key) for key in _MODEL_FIELDS}
-        model = await asyncio.to_thread(
-            store.create_model, fields, upload, request.headers.get("Synapse-Tenant")
-        )
+        # On the loop thread like every other store call: the SQLite connection has
+        # one owner. Moving the upload into place is a rename, not a copy.
+        model = store.create_model(fields, upload, request.headers.get("Synapse-Tenant"))
         return web.json_response(model_json(request, model), status=201)
 
     async def get_model(request: web.Request) -> web.Response:

@@ -52,6 +52,12 @@ class BackendSpec(BaseModel):
                 f"base_url must be an http:// or https:// URL, got {value!r} "
                 f"(for example 'http://127.0.0.1:8765/')"
             )
+        if parts.username or parts.password:
+            # the URL is shown in reprs, logs and errors: credentials must not ride in it
+            raise ValueError(
+                "base_url must not carry credentials (user:password@); put the token in "
+                "SYNAPSE_ACCESS_TOKEN / BackendSpec(token=...)"
+            )
         return raw if raw.endswith("/") else raw + "/"
 
     @field_validator("tenant")

@@ -12,7 +12,7 @@ from synapse_ray.runtime.logging import configure_logging
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="synapse-ray")
 def main() -> None:
-    """Run ML train actions locally, on Ray, or as Ray Jobs."""
+    """Run ML train actions locally or on a Ray cluster, and serve a local backend."""
     configure_logging(force=True)  # the CLI owns its process: logs to stderr, stdout is the result
 
 

@@ -32,27 +32,26 @@ def follow(handle: Any, stream: TextIO | None = None, quiet: bool = False) -> Pr
 
 
 def _follow_plain(handle: Any, stream: TextIO, min_interval: float = 1.0) -> ProgressSnapshot:
+    """A line when the status or step changes, else at most one per ``min_interval``."""
     snap = handle.progress()
-    last_line, last_time = "", 0.0
+    last_line, last_time, last_key = "", 0.0, None
+    seen_warnings: set[str] = set()
     while True:
         line = describe(snap)
         now = time.monotonic()
         key = (snap.status, snap.current_step)
-        changed = key != getattr(_follow_plain, "_key", None)
-        if line != last_line and (changed or now - last_time >= min_interval or snap.status.is_terminal):
+        if line != last_line and (
+            key != last_key or now - last_time >= min_interval or snap.status.is_terminal
+        ):
             print(f"[{handle.run_id}] {line}", file=stream, flush=True)
-            last_line, last_time = line, now
-            _follow_plain._key = key  # type: ignore[attr-defined]
+            last_line, last_time, last_key = line, now, key
         for warning in snap.warnings:
-            if warning not in _seen_warnings:
-                _seen_warnings.add(warning)
+            if warning not in seen_warnings:
+                seen_warnings.add(warning)
                 print(f"[{handle.run_id}] warning: {warning}", file=stream, flush=True)
         if snap.status.is_terminal:
             return snap
         snap = handle.wait_for_update(snap.version, timeout=0.5)
-
-
-_seen_warnings: set[str] = set()
 
 
 def _follow_rich(handle: Any, stream: TextIO) -> ProgressSnapshot:

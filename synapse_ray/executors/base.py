@@ -101,6 +101,15 @@ def wrap_error(action_name: str, exc: BaseException) -> BaseException:
     return err
 
 
+def settle_error(error: BaseException | None, cancelled: bool) -> BaseException | None:
+    """A run that failed after a cancel request ends CANCELLED, the failure as its cause."""
+    if error is None or not cancelled or isinstance(error, RunCancelledError):
+        return error
+    err = RunCancelledError(f"Run cancelled: {error}", reason="cancelled by user")
+    err.__cause__ = error
+    return err
+
+
 def status_for(exc: BaseException | None) -> RunStatus:
     if exc is None:
         return RunStatus.SUCCEEDED

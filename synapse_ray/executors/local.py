@@ -6,7 +6,15 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for, wrap_error
+from synapse_ray.executors.base import (
+    ActionTarget,
+    Executor,
+    RunHandle,
+    resolve,
+    settle_error,
+    status_for,
+    wrap_error,
+)
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
 from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
@@ -41,7 +49,7 @@ class LocalRunHandle(RunHandle):
         try:
             self._result = action.run()
         except BaseException as exc:  # noqa: BLE001 - handed to result()
-            self._error = wrap_error(action.action_name, exc)
+            self._error = settle_error(wrap_error(action.action_name, exc), rt.cancel_token.cancelled)
             rt.logger.error("run_failed", error=str(self._error))
         finally:
             status = status_for(self._error)
@@ -70,8 +78,9 @@ class LocalRunHandle(RunHandle):
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cooperative: the running step sees ``ctx.cancelled``; no further step starts.
 
-        A thread cannot be killed, so a step that never checks the flag runs to
-        its end; the run is still marked CANCELLED and rolled back after it.
+        A thread cannot be killed: a step (or a simple action) that never checks
+        the flag runs to its end. If that was the last of the work, the run ends
+        SUCCEEDED; otherwise it ends CANCELLED and completed steps roll back.
         """
         self.runtime.cancel_token.cancel("cancelled by user")
         self._done.wait(grace_s)

@@ -9,6 +9,7 @@ aggregator actor; ``RunHandle.progress()`` reads it.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from synapse_ray.errors import (
 from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for
 from synapse_ray.executors.ray_placement import RayActorPlacement, unwrap_remote
 from synapse_ray.executors.ray_remote import remote_run_action, remote_step_worker
-from synapse_ray.executors.ray_session import ResourceView, ensure_ray, ship_code
+from synapse_ray.executors.ray_session import ResourceView, ensure_ray, local_paths, ship_code
 from synapse_ray.runtime.aggregator import NAMESPACE, aggregator_name, get_aggregator
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from synapse_ray.backend.spec import BackendSpec
 
 MODES = ("auto", "task", "actors")
-_SECRET_ENV = ("SYNAPSE_ACCESS_TOKEN",)
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.I)
 
 
 class RayRunHandle(RunHandle):
@@ -196,7 +197,12 @@ class RayExecutor(Executor):
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         env_vars = (runtime_env or {}).get("env_vars") or {}
-        leaked = [k for k in env_vars if k in _SECRET_ENV or "TOKEN" in k.upper()]
+        token = backend.token.get_secret_value() if backend is not None and backend.token else None
+        leaked = [
+            k
+            for k, v in env_vars.items()
+            if _SECRET_NAME.search(k) or (token is not None and token in str(v))
+        ]
         if leaked:
             raise ConfigurationError(
                 f"runtime_env.env_vars must not carry secrets ({', '.join(leaked)}): runtime_env is "
@@ -216,6 +222,7 @@ class RayExecutor(Executor):
         if resources:
             self.options["resources"] = dict(resources)
         self.runtime_env = runtime_env
+        self._task_env: dict[str, Any] | None = None
         self.max_retries = max_retries
         self.reuse_actors = reuse_actors
         self.check_resources = check_resources
@@ -230,7 +237,20 @@ class RayExecutor(Executor):
         return self._aggregator
 
     def connect(self) -> None:
-        ensure_ray(self.address, self.runtime_env, self.connect_timeout)
+        """Connect; the runtime_env becomes the job's if we connect, else each task's and actor's."""
+        if ensure_ray(self.address, self.connect_timeout, self.runtime_env) or not self.runtime_env:
+            self._task_env = None
+            self.options.pop("runtime_env", None)
+            return
+        paths = local_paths(self.runtime_env)
+        if paths:
+            raise ConfigurationError(
+                f"runtime_env with local paths ({', '.join(paths)}) must be given when this process "
+                "first connects to Ray (Ray uploads them only then): create this RayExecutor before "
+                "anything else calls ray.init, or call ray.init(runtime_env=...) yourself."
+            )
+        self._task_env = dict(self.runtime_env)
+        self.options["runtime_env"] = self._task_env
 
     def submit(
         self, action: ActionTarget, params: Mapping[str, Any] | Any = None, run_id: str | None = None
@@ -243,7 +263,7 @@ class RayExecutor(Executor):
 
             backend = BackendSpec.from_env()
         self.connect()
-        ship_code(cls)
+        ship_code(cls, self._task_env)
         run_id = run_id or new_run_id()
         aggregator = self.aggregator()
         agg_ref = AggregatorRef(aggregator_name(), NAMESPACE, aggregator)

@@ -124,7 +124,7 @@ class RayActorPlacement:
 
         # The first step waits until the plan has landed, so none of its progress
         # arrives before the aggregator knows the step. Later steps' "running"
-        # leaves with the sender's next tick (20 ms) or the step's end.
+        # leaves with the sender's next batch (within 100 ms) or the step's end.
         if not self._shipped:
             ctx.runtime_ctx.progress.flush(wait=True)
             self._shipped = True

@@ -8,6 +8,7 @@ node has, code the workers cannot import.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
 import sys
@@ -53,9 +54,13 @@ def probe_address(address: str, timeout: float) -> None:
 
 
 def ensure_ray(
-    address: str | None = None, runtime_env: dict[str, Any] | None = None, connect_timeout: float = 15.0
-) -> None:
-    """Join the given cluster, or start/join a local one; idempotent."""
+    address: str | None = None, connect_timeout: float = 15.0, runtime_env: dict[str, Any] | None = None
+) -> bool:
+    """Join the given cluster, or start/join a local one; idempotent.
+
+    Returns True when this call connected the process, with ``runtime_env`` as
+    the job's (Ray uploads local ``working_dir``/``py_modules`` only there).
+    """
     import ray
 
     with _init_lock:
@@ -63,7 +68,7 @@ def ensure_ray(
         if ray.is_initialized():
             if address and address not in ("auto", "local"):
                 _check_same_cluster(address, connect_timeout)
-            return
+            return False
         address = explicit
         kwargs: dict[str, Any] = {"namespace": NAMESPACE, "ignore_reinit_error": True}
         if runtime_env:
@@ -75,22 +80,41 @@ def ensure_ray(
             kwargs["include_dashboard"] = False
         try:
             ray.init(**kwargs)
+            return True
         except ConnectionError as exc:
             raise ClusterError(
                 f"Could not connect to the Ray cluster at {address}: {exc}", address=address
             ) from exc
 
 
+def local_paths(runtime_env: dict[str, Any] | None) -> list[str]:
+    """Local directories in a runtime_env: Ray uploads them only at ray.init time."""
+    if not runtime_env:
+        return []
+    paths = []
+    working_dir = runtime_env.get("working_dir")
+    if isinstance(working_dir, str) and "://" not in working_dir:
+        paths.append(working_dir)
+    for module in runtime_env.get("py_modules") or []:
+        if isinstance(module, str) and "://" not in module:
+            paths.append(module)
+    return paths
+
+
 def _check_same_cluster(address: str, timeout: float) -> None:
     """One process joins one cluster: refuse an explicit address that is not the current one."""
     import ray
 
+    if "://" in address:
+        return  # a ray:// client address names a proxy, not the GCS: nothing to compare
     probe_address(address, min(timeout, 10.0))
     current = ray.get_runtime_context().gcs_address
-    if address.split("://")[-1] != current:
+    # Ray rewrites 127.0.0.1 to the machine's address, so hosts may differ in name
+    # only; a different port is a different cluster for sure.
+    if address.rsplit(":", 1)[-1] != current.rsplit(":", 1)[-1]:
         raise ConfigurationError(
             f"This process is already connected to the Ray cluster at {current}; it cannot also join "
-            f"{address}. Use one address per process (or RayJobExecutor for a remote cluster)."
+            f"{address}. Use one cluster per driver process."
         )
 
 
@@ -156,7 +180,7 @@ def _fmt(need: dict[str, float]) -> str:
 
 
 # -- code shipping ------------------------------------------------------------
-_probed: dict[str, str | None] = {}
+_importable: set[str] = set()
 
 
 def _probe_import(module: str) -> str | None:
@@ -167,8 +191,12 @@ def _probe_import(module: str) -> str | None:
     return None
 
 
-def ship_code(cls: type) -> None:
-    """Make sure workers can load ``cls``: by value for files and ``__main__``, else import-probe."""
+def ship_code(cls: type, runtime_env: dict[str, Any] | None = None) -> None:
+    """Make sure workers can load ``cls``: by value for files and ``__main__``, else import-probe.
+
+    Only successes are remembered: after a failure the user fixes the
+    ``runtime_env`` (or installs the package) and the next submit probes again.
+    """
     import ray
     from ray import cloudpickle
 
@@ -178,12 +206,16 @@ def ship_code(cls: type) -> None:
         if module is not None and module_name != "__main__":
             cloudpickle.register_pickle_by_value(module)
         return
-    if module_name in _probed:
-        error = _probed[module_name]
+    key = f"{module_name} {json.dumps(runtime_env, sort_keys=True, default=str)}"
+    if key in _importable:
+        return
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe_import)
+    if runtime_env:
+        probe = probe.options(runtime_env=runtime_env)
+    error = ray.get(probe.remote(module_name), timeout=300)
+    if error is None:
+        _importable.add(key)
     else:
-        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_import)
-        error = _probed[module_name] = ray.get(probe.remote(module_name), timeout=120)
-    if error is not None:
         raise ConfigurationError(
             f"Ray workers cannot import {module_name!r} (needed for {cls.__qualname__}): {error}. "
             "Ship your code with the job: RayExecutor(runtime_env={'working_dir': '.'}) or "

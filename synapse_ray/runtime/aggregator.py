@@ -35,6 +35,7 @@ class ProgressAggregator:
         self._cancelled: set[str] = set()
         self._changed: dict[str, asyncio.Event] = {}
         self._keep_finished = keep_finished
+        self._evicted: OrderedDict[str, None] = OrderedDict()  # bounded: late pushes for these are dropped
         self.events_total = 0
 
     def _state(self, run_id: str) -> ProgressState:
@@ -50,6 +51,9 @@ class ProgressAggregator:
             self._runs.pop(rid, None)
             self._changed.pop(rid, None)
             self._cancelled.discard(rid)
+            self._evicted[rid] = None
+        while len(self._evicted) > 16 * self._keep_finished:
+            self._evicted.popitem(last=False)
 
     def _notify(self, run_id: str) -> None:
         event = self._changed.pop(run_id, None)
@@ -58,6 +62,8 @@ class ProgressAggregator:
 
     async def push(self, run_id: str, events: list[ProgressEvent]) -> bool:
         """Fold a batch in. Returns the run's cancel flag (free for the caller)."""
+        if run_id in self._evicted:
+            return False  # a straggler for a run already finished and dropped
         self._state(run_id).apply(events)
         self.events_total += len(events)
         self._notify(run_id)

@@ -10,6 +10,7 @@ another process still sees the driver's cancel.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 from synapse_ray.errors import RunCancelledError
@@ -49,8 +50,21 @@ class CancelToken:
             raise RunCancelledError(f"Run cancelled: {self.reason}", reason=self.reason)
 
     def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds, waking early on a local cancel."""
-        return self._event.wait(timeout) or self.cancelled
+        """Sleep up to ``timeout`` seconds; True (early) as soon as the run is cancelled.
+
+        With a remote source the sleep is cut into short slices so a driver's
+        cancel is seen in another process too, not only a local one.
+        """
+        if self.source is None:
+            return self._event.wait(timeout) or self.cancelled
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.cancelled:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._event.wait(min(remaining, 0.25))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"cancelled": self._event.is_set(), "source": self.source, "reason": self.reason}

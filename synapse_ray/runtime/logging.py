@@ -36,7 +36,7 @@ def register_secret(value: str | SecretStr | None) -> None:
 
 
 def redact_text(text: str) -> str:
-    for secret in _secrets:
+    for secret in tuple(_secrets):  # a copy: another thread may register one meanwhile
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -61,30 +61,29 @@ class RaySink:
         self.aggregator = aggregator
         self.run_id = run_id
         self._in_flight: list[Any] = []
+        self._lock = threading.Lock()  # the sender thread and the caller both touch _in_flight
 
     def send(self, events: list[ProgressEvent]) -> None:
-        ref = self.aggregator.handle.push.remote(self.run_id, events)
-        self._in_flight.append(ref)
-        if len(self._in_flight) > MAX_IN_FLIGHT:
-            self._reap()
-
-    def _reap(self) -> None:
         import ray
 
-        ready, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
-        del ready
+        ref = self.aggregator.handle.push.remote(self.run_id, events)
+        with self._lock:
+            self._in_flight.append(ref)
+            if len(self._in_flight) > MAX_IN_FLIGHT:  # forget the ones that landed
+                _, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
 
     def take_in_flight(self) -> list[Any]:
         """Hand over the refs of batches not yet known to have landed (to wait on elsewhere)."""
-        refs, self._in_flight = self._in_flight, []
+        with self._lock:
+            refs, self._in_flight = self._in_flight, []
         return refs
 
     def sync(self, timeout: float = 10.0) -> None:
         """Block until every batch sent so far has been folded in."""
         import ray
 
-        if self._in_flight:
-            refs, self._in_flight = self._in_flight, []
+        refs = self.take_in_flight()
+        if refs:
             ray.get(refs, timeout=timeout)
 
     def __getstate__(self) -> dict[str, Any]:

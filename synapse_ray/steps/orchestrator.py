@@ -87,7 +87,11 @@ class Orchestrator:
                     raise RunCancelledError(
                         f"Run cancelled before step '{step.name}'", step=step.name, attempt=0
                     )
-                if step.can_skip(ctx):
+                try:
+                    skip = step.can_skip(ctx)
+                except Exception as exc:  # noqa: BLE001 - a broken can_skip fails its step
+                    raise _step_error(step.name, 1, exc, "can_skip() raised ") from exc
+                if skip:
                     rt.progress.step_event(step.name, 1, StepStatus.SKIPPED.value)
                     summary.steps_skipped += 1
                     result = StepResult(skipped=True)
@@ -104,6 +108,14 @@ class Orchestrator:
             exc.rollback_errors = self._rollback(started, ctx)  # type: ignore[attr-defined]
             exc.fields["rollback_errors"] = exc.rollback_errors  # type: ignore[attr-defined]
             raise
+        except Exception as exc:  # an orchestration fault: completed steps still roll back
+            err = StepError(
+                f"Step-based run failed: {type(exc).__name__}: {exc}",
+                step=ctx.current_step,
+                attempt=ctx.attempt,
+                rollback_errors=self._rollback(started, ctx),
+            )
+            raise err from exc
         finally:
             rt.bind_step(None, 1)
             self.placement.close()
@@ -139,7 +151,11 @@ class Orchestrator:
                     raise _cancelled(f"while waiting to retry step '{step.name}'", step, attempt) from exc
                 started.pop()  # the retry replaces this attempt; only the last one rolls back
                 continue
-            _merge(ctx, after)
+            try:
+                _merge(ctx, after)
+            except TypeError as exc:
+                started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
+                raise _step_error(step.name, attempt, exc) from exc
             if not isinstance(result, StepResult):
                 started.append(_Started(step, StepResult(success=False), attempt))
                 message = (
@@ -188,9 +204,9 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _step_error(name: str, attempt: int, exc: BaseException) -> StepError:
+def _step_error(name: str, attempt: int, exc: BaseException, what: str = "") -> StepError:
     return StepError(
-        f"Step '{name}' failed: {str(exc) or type(exc).__name__}",
+        f"Step '{name}' failed: {what}{str(exc) or type(exc).__name__}",
         step=name,
         attempt=attempt,
         cause_type=type(exc).__name__,

@@ -95,3 +95,12 @@ def test_model_copy_validates_updates() -> None:
     with pytest.raises(ValidationError, match="base_url"):
         spec.model_copy(update={"base_url": "h:1"})
     assert spec.model_copy() == spec
+
+
+def test_credentials_in_the_url_are_refused():
+    import pytest
+
+    from synapse_ray.backend import BackendSpec
+
+    with pytest.raises(ValueError, match="must not carry credentials"):
+        BackendSpec(base_url="http://user:pw@127.0.0.1:9/")

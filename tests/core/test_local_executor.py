@@ -126,3 +126,44 @@ def test_target_whose_import_fails(tmp_path):
 def test_missing_attribute_lists_actions_in_module():
     with pytest.raises(TargetError, match=r"actions there: .*AddAction"):
         load_action("tests.core.actions:Nope")
+
+
+def test_cancel_during_a_retry_wait_ends_cancelled():
+    import threading
+
+    from synapse_ray import RetryPolicy, RunCancelledError
+
+    failed = threading.Event()
+
+    class Retrying(AddAction):
+        retry = RetryPolicy(max_attempts=5, delay=30.0, retry_on=(OSError,))
+
+        def execute(self):
+            failed.set()
+            raise OSError("transient")
+
+    handle = LocalExecutor().submit(Retrying, {"a": 1})
+    assert failed.wait(10)
+    handle.cancel(grace_s=10)
+    with pytest.raises(RunCancelledError) as info:
+        handle.result(timeout=10)
+    assert isinstance(info.value.__cause__, OSError)
+    assert handle.status() is RunStatus.CANCELLED
+
+
+def test_cancel_token_wait_sees_a_remote_cancel():
+    import time
+
+    from synapse_ray.runtime.cancel import CancelToken
+
+    class Source:
+        def __init__(self):
+            self.at = time.monotonic() + 0.3
+
+        def is_cancelled(self):
+            return time.monotonic() >= self.at
+
+    token = CancelToken(Source())
+    started = time.monotonic()
+    assert token.wait(30) is True
+    assert time.monotonic() - started < 5

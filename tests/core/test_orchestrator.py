@@ -182,3 +182,24 @@ def test_cancel_before_any_step_runs_nothing():
         ThreeStepAction.run = original  # type: ignore[method-assign]
     assert actions.EVENTS == []
     assert handle.status() is RunStatus.CANCELLED
+
+
+def test_can_skip_raising_fails_its_step_and_rolls_back_completed_ones():
+    from tests.core.actions import RecordingStep
+
+    original = RecordingStep.can_skip
+
+    def broken(self, ctx):
+        if self.name == "upload":
+            raise KeyError("no marker")
+        return original(self, ctx)
+
+    RecordingStep.can_skip = broken  # type: ignore[method-assign]
+    try:
+        handle = run({})
+        with pytest.raises(StepError) as info:
+            handle.result(timeout=10)
+    finally:
+        RecordingStep.can_skip = original  # type: ignore[method-assign]
+    assert str(info.value) == "Step 'upload' failed: can_skip() raised 'no marker'"
+    assert actions.EVENTS[-2:] == ["rollback:train", "rollback:load"]

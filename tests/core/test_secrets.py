@@ -58,3 +58,20 @@ def test_log_lines_of_a_context_never_show_the_token(monkeypatch):
         structlog.reset_defaults()
         configure_logging(force=True)
     assert "connecting" in out and TOKEN not in out
+
+
+def test_action_log_entries_kept_for_handle_logs_are_redacted():
+    from synapse_ray import LocalExecutor
+    from tests.core.actions import AddAction
+
+    class Chatty(AddAction):
+        def execute(self):
+            self.log("calling", {"url": "http://x/", "auth": f"Token {TOKEN}", "api_key": "k-123456"})
+            return 1
+
+    register_secret(TOKEN)
+    handle = LocalExecutor().submit(Chatty, {"a": 1})
+    assert handle.result(timeout=10) == 1
+    entries = handle.logs()
+    assert entries and TOKEN not in json.dumps(entries) and "k-123456" not in json.dumps(entries)
+    assert entries[0]["data"]["url"] == "http://x/"

@@ -273,3 +273,56 @@ def test_bad_options():
         RayExecutor(mode="fast")
     with pytest.raises(ConfigurationError, match="num_cpus must be a number >= 0"):
         RayExecutor(num_cpus=-1)
+
+
+def test_runtime_env_env_vars_holding_the_token_value_are_refused():
+    from synapse_ray import BackendSpec
+
+    spec = BackendSpec(base_url="http://127.0.0.1:9/", token="tok-abcdef123")
+    with pytest.raises(ConfigurationError, match=r"must not carry secrets \(HIDDEN\)"):
+        RayExecutor(backend=spec, runtime_env={"env_vars": {"HIDDEN": "Token tok-abcdef123"}})
+    with pytest.raises(ConfigurationError, match=r"must not carry secrets \(MY_API_KEY\)"):
+        RayExecutor(runtime_env={"env_vars": {"MY_API_KEY": "x"}})
+
+
+def test_runtime_env_with_local_paths_after_connecting_is_refused_clearly(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"runtime_env with local paths .* first connects to Ray"):
+        RayExecutor(runtime_env={"working_dir": str(tmp_path)}).submit(SimpleRayAction, {})
+
+
+def test_the_advice_works_py_modules_ships_the_code(tmp_path):
+    """A fresh driver whose code exists only locally ships it with runtime_env py_modules."""
+    import subprocess
+
+    pkg = tmp_path / "shipped_pkg_xyz"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+        from pydantic import BaseModel
+        from synapse_ray import BaseTrainAction
+
+        class P(BaseModel):
+            x: int = 2
+
+        class Shipped(BaseTrainAction[P]):
+            def execute(self):
+                return self.params.x * 10
+        """
+        )
+    )
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import ray
+        from synapse_ray import RayExecutor
+        ex = RayExecutor(address="local", runtime_env={{"py_modules": [{str(pkg)!r}]}}, num_cpus=1)
+        print("RESULT", ex.execute("shipped_pkg_xyz:Shipped", {{"x": 4}}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert "RESULT 40" in proc.stdout, proc.stderr[-3000:]
