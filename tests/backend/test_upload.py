@@ -164,3 +164,41 @@ def test_server_rejects_wrong_md5_and_out_of_order_chunks(client: BackendClient)
     with pytest.raises(BackendValidationError) as info:
         client.request("POST", f"chunked_upload/{first['id']}/complete/", json={"md5": "0" * 32})
     assert "md5" in info.value.errors
+
+
+def test_first_chunk_cut_off_mid_body_can_be_retried_with_the_same_key(server):
+    """The server's 400 for a cut-off body must not be replayed for the retry."""
+    import socket
+    import time
+
+    import httpx
+
+    body = b"x" * 4096
+    key = "first-chunk-key-1"
+    head = (
+        f"PUT /chunked_upload/?filename=m.bin HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Synapse-Access-Token: Token {server.token}\r\nIdempotency-Key: {key}\r\n"
+        f"Content-Range: bytes 0-4095/4096\r\nContent-Length: 4096\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body[:1000])  # the connection drops mid-body
+    headers = {
+        "Synapse-Access-Token": f"Token {server.token}",
+        "Idempotency-Key": key,
+        "Content-Range": "bytes 0-4095/4096",
+    }
+    deadline = time.monotonic() + 10
+    while True:  # the server may still be finishing the cut-off request
+        retry = httpx.put(
+            f"{server.url}chunked_upload/",
+            params={"filename": "m.bin"},
+            content=body,
+            headers=headers,
+            timeout=10,
+        )
+        if retry.status_code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["offset"] == 4096
+    assert retry.headers.get("Idempotent-Replayed") is None
