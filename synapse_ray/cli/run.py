@@ -70,6 +70,7 @@ def parse_params(raw: str | None) -> dict[str, Any]:
 @click.option("--address", default=None, help="Ray only. Cluster address (host:port); default RAY_ADDRESS.")
 @click.option("--num-cpus", type=click.FloatRange(min=0), default=None, help="Ray only. CPUs per task/actor.")
 @click.option("--num-gpus", type=click.FloatRange(min=0), default=None, help="Ray only. GPUs per task/actor.")
+@click.option("--job-id", default=None, help="Also write progress and status to this backend job.")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; print only the result.")
 @click.option(
     "--output",
@@ -92,6 +93,7 @@ def run(
     address: str | None,
     num_cpus: float | None,
     num_gpus: float | None,
+    job_id: str | None,
     quiet: bool,
     output: Path | None,
     data_dir: Path | None,
@@ -129,7 +131,7 @@ def run(
             )
         runner.backend = spec
         try:
-            handle = runner.submit(target, params)
+            handle = runner.submit(target, params, job_id=job_id)
         except (ConfigurationError, SynapseRayError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from synapse_ray.action import BaseAction
-from synapse_ray.errors import ActionError, RunCancelledError, StepError, SynapseRayError
+from synapse_ray.errors import ActionError, ConfigurationError, RunCancelledError, StepError, SynapseRayError
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.status import RunStatus
 from synapse_ray.targets import load_action
@@ -68,8 +68,10 @@ class Executor(ABC):
 
     backend: Any = None  # a BackendSpec, shipped to wherever the action runs
 
-    def execute(self, action: ActionTarget, params: Mapping[str, Any] | Any = None) -> Any:
-        handle = self.submit(action, params)
+    def execute(
+        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, job_id: int | str | None = None
+    ) -> Any:
+        handle = self.submit(action, params, job_id=job_id)
         try:
             return handle.result()
         except KeyboardInterrupt:
@@ -77,7 +79,10 @@ class Executor(ABC):
             raise
 
     @abstractmethod
-    def submit(self, action: ActionTarget, params: Mapping[str, Any] | Any = None) -> RunHandle: ...
+    def submit(
+        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, job_id: int | str | None = None
+    ) -> RunHandle:
+        """Start the run. With ``job_id``, its progress is also written to that backend job."""
 
 
 def resolve(action: ActionTarget, params: Any) -> tuple[type[BaseAction[Any]], Any]:
@@ -99,6 +104,20 @@ def wrap_error(action_name: str, exc: BaseException) -> BaseException:
     )
     err.__cause__ = exc
     return err
+
+
+def check_job(backend: Any, job_id: int | str | None) -> None:
+    """A job to write progress to must exist, and needs a backend: checked before any work."""
+    if job_id is None:
+        return
+    if backend is None:
+        raise ConfigurationError(
+            f"job_id={job_id!r} needs a backend to write progress to: pass backend=BackendSpec(...) "
+            "or set SYNAPSE_HOST and SYNAPSE_ACCESS_TOKEN"
+        )
+    from synapse_ray.backend.client import get_client
+
+    get_client(backend).get_job(job_id)  # NotFoundError names the job
 
 
 def settle_error(error: BaseException | None, cancelled: bool) -> BaseException | None:

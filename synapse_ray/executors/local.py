@@ -10,12 +10,14 @@ from synapse_ray.executors.base import (
     ActionTarget,
     Executor,
     RunHandle,
+    check_job,
     resolve,
     settle_error,
     status_for,
     wrap_error,
 )
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
+from synapse_ray.runtime.job_writer import JobProgressWriter
 from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.progress_state import ProgressState
@@ -55,6 +57,8 @@ class LocalRunHandle(RunHandle):
             status = status_for(self._error)
             rt.progress.run_status(status.value, str(self._error) if self._error else None)
             rt.progress.close()
+            if self._sink.writer is not None:
+                self._sink.writer.wait_final(10.0)  # the job record shows the outcome before result()
             self._done.set()
 
     def start(self, action: Any) -> None:
@@ -98,15 +102,22 @@ class LocalExecutor(Executor):
         self.env = dict(env or {})
 
     def submit(
-        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, run_id: str | None = None
+        self,
+        action: ActionTarget,
+        params: Mapping[str, Any] | Any = None,
+        job_id: int | str | None = None,
+        run_id: str | None = None,
     ) -> LocalRunHandle:
         cls, validated = resolve(action, params)
         configure_logging()
         run_id = run_id or new_run_id()
         backend = self.backend if self.backend is not None else backend_from_env()
-        sink = LocalSink(ProgressState(run_id=run_id))
+        check_job(backend, job_id)
+        writer = JobProgressWriter(backend, job_id) if job_id is not None and backend is not None else None
+        sink = LocalSink(ProgressState(run_id=run_id), writer)
         runtime = RuntimeContext(
             run_id=run_id,
+            job_id=None if job_id is None else str(job_id),
             env=self.env,
             backend=backend,
             progress=ProgressReporter(sink),

@@ -19,7 +19,15 @@ from synapse_ray.errors import (
     RunCancelledError,
     WorkerCrashedError,
 )
-from synapse_ray.executors.base import ActionTarget, Executor, RunHandle, resolve, status_for
+from synapse_ray.executors.base import (
+    ActionTarget,
+    Executor,
+    RunHandle,
+    check_job,
+    resolve,
+    settle_error,
+    status_for,
+)
 from synapse_ray.executors.ray_placement import RayActorPlacement, unwrap_remote
 from synapse_ray.executors.ray_remote import remote_run_action, remote_step_worker
 from synapse_ray.executors.ray_session import ResourceView, ensure_ray, local_paths, ship_code
@@ -72,14 +80,7 @@ class RayRunHandle(RunHandle):
 
     def _finish(self, result: Any, error: BaseException | None) -> None:
         """Record the outcome once and tell the aggregator the run's final status."""
-        if (
-            error is not None
-            and self.runtime.cancel_token.cancelled
-            and not isinstance(error, RunCancelledError)
-        ):
-            cancelled = RunCancelledError(f"Run cancelled: {error}", reason="cancelled by user")
-            cancelled.__cause__ = error
-            error = cancelled
+        error = settle_error(error, self.runtime.cancel_token.cancelled)
         self._result, self._error = result, error
         status = status_for(error)
         self.runtime.progress.run_status(status.value, str(error) if error else None)
@@ -253,7 +254,11 @@ class RayExecutor(Executor):
         self.options["runtime_env"] = self._task_env
 
     def submit(
-        self, action: ActionTarget, params: Mapping[str, Any] | Any = None, run_id: str | None = None
+        self,
+        action: ActionTarget,
+        params: Mapping[str, Any] | Any = None,
+        job_id: int | str | None = None,
+        run_id: str | None = None,
     ) -> RayRunHandle:
         cls, validated = resolve(action, params)
         configure_logging()
@@ -262,6 +267,7 @@ class RayExecutor(Executor):
             from synapse_ray.backend.spec import BackendSpec
 
             backend = BackendSpec.from_env()
+        check_job(backend, job_id)
         self.connect()
         ship_code(cls, self._task_env)
         run_id = run_id or new_run_id()
@@ -275,7 +281,10 @@ class RayExecutor(Executor):
             progress=ProgressReporter(sink),
             cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id)),
             action_name=cls.action_name,
+            job_id=None if job_id is None else str(job_id),
         )
+        if job_id is not None:  # the aggregator becomes the single writer of the job's progress
+            aggregator.attach_job.remote(run_id, backend, job_id)
         driver_action = cls(validated, runtime)
         registry = driver_action.build_registry()
         mode = self.mode if self.mode != "auto" else ("actors" if registry else "task")

@@ -36,6 +36,7 @@ class ProgressAggregator:
         self._changed: dict[str, asyncio.Event] = {}
         self._keep_finished = keep_finished
         self._evicted: OrderedDict[str, None] = OrderedDict()  # bounded: late pushes for these are dropped
+        self._writers: dict[str, Any] = {}  # run id -> JobProgressWriter
         self.events_total = 0
 
     def _state(self, run_id: str) -> ProgressState:
@@ -51,6 +52,7 @@ class ProgressAggregator:
             self._runs.pop(rid, None)
             self._changed.pop(rid, None)
             self._cancelled.discard(rid)
+            self._writers.pop(rid, None)
             self._evicted[rid] = None
         while len(self._evicted) > 16 * self._keep_finished:
             self._evicted.popitem(last=False)
@@ -64,7 +66,13 @@ class ProgressAggregator:
         """Fold a batch in. Returns the run's cancel flag (free for the caller)."""
         if run_id in self._evicted:
             return False  # a straggler for a run already finished and dropped
-        self._state(run_id).apply(events)
+        state = self._state(run_id)
+        state.apply(events)
+        writer = self._writers.get(run_id)
+        if writer is not None:
+            writer.offer(state.snapshot())
+            if state.status.is_terminal:
+                self._writers.pop(run_id, None)
         self.events_total += len(events)
         self._notify(run_id)
         return run_id in self._cancelled
@@ -73,6 +81,15 @@ class ProgressAggregator:
         """Reads never create state: an unknown (or evicted) run reads as an empty snapshot."""
         state = self._runs.get(run_id)
         return state.snapshot() if state is not None else ProgressSnapshot(run_id=run_id)
+
+    async def attach_job(self, run_id: str, backend: Any, job_id: int | str) -> None:
+        """Make this actor the writer of the run's progress to its backend job record."""
+        from synapse_ray.runtime.job_writer import JobProgressWriter
+
+        self._writers[run_id] = JobProgressWriter(backend, job_id)
+        state = self._runs.get(run_id)
+        if state is not None:
+            self._writers[run_id].offer(state.snapshot())
 
     async def snapshot(self, run_id: str) -> ProgressSnapshot:
         return self._read(run_id)

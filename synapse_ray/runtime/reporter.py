@@ -58,15 +58,19 @@ class LocalSink:
     copy nobody reads), so it pickles to a ``NullSink``.
     """
 
-    def __init__(self, state: ProgressState) -> None:
+    def __init__(self, state: ProgressState, writer: Any = None) -> None:
         self.state = state
+        self.writer = writer  # a JobProgressWriter when the run has a backend job
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
 
     def send(self, events: list[ProgressEvent]) -> None:
         with self.changed:
             self.state.apply(events)
+            snap = self.state.snapshot() if self.writer is not None else None
             self.changed.notify_all()
+        if snap is not None:
+            self.writer.offer(snap)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (NullSink, ())

@@ -326,3 +326,18 @@ def test_the_advice_works_py_modules_ships_the_code(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
     )
     assert "RESULT 40" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_aggregator_writes_the_run_to_its_backend_job(backend_server):
+    from synapse_ray.backend import BackendClient
+
+    with BackendClient(backend_server.spec) as client:
+        job = client.create_job({"action": "step_ray_action"})
+        handle = RayExecutor(backend=backend_server.spec).submit(StepRayAction, {}, job_id=job["id"])
+        assert handle.result(timeout=120)["success"]
+        record = wait_until(
+            lambda: (r := client.get_job(job["id"]))["status"] == "succeeded" and r, timeout=30
+        )
+    assert record["progress_record"]["overall"] == 100.0
+    assert record["progress_record"]["run_id"] == handle.run_id
+    assert set(record["progress_record"]["steps"]) == {"load", "train", "upload"}

@@ -1,0 +1,105 @@
+"""Writing a run's progress to its backend job record.
+
+The component that holds a run's progress state (the in-process sink, or the
+Ray aggregator) is the single writer: it offers each new snapshot here, and
+one thread sends the latest one at most every ``min_interval`` seconds, plus
+the final one when the run ends. A backend that is slow or down delays or
+drops progress records; it never slows or fails the run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from synapse_ray.runtime.logging import get_logger
+from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.status import RunStatus
+
+if TYPE_CHECKING:
+    from synapse_ray.backend.spec import BackendSpec
+
+JOB_STATUS = {
+    RunStatus.PENDING: "pending",
+    RunStatus.RUNNING: "running",
+    RunStatus.SUCCEEDED: "succeeded",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+}
+
+
+def progress_record(snap: ProgressSnapshot) -> dict[str, Any]:
+    """What the job record keeps: overall, per step and per category, as plain JSON."""
+    return {
+        "run_id": snap.run_id,
+        "overall": snap.overall,
+        "current_step": snap.current_step,
+        "steps": {
+            name: {"percent": s.percent, "status": s.status.value, "attempt": s.attempt}
+            for name, s in snap.steps.items()
+        },
+        "categories": {name: {"current": c.current, "total": c.total} for name, c in snap.categories.items()},
+        "error": snap.error,
+    }
+
+
+class JobProgressWriter:
+    def __init__(self, backend: BackendSpec, job_id: int | str, min_interval: float = 1.0) -> None:
+        self.backend = backend
+        self.job_id = job_id
+        self.min_interval = min_interval
+        self._latest: ProgressSnapshot | None = None
+        self._written_version = -1
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    def offer(self, snap: ProgressSnapshot) -> None:
+        """Cheap: keep the newest snapshot; the writer thread picks it up."""
+        with self._cond:
+            self._latest = snap
+            self._cond.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="synapse-ray-job-writer", daemon=True)
+                self._thread.start()
+
+    def wait_final(self, timeout: float = 10.0) -> bool:
+        """Wait until the terminal snapshot has been written (or given up on)."""
+        return self._done.wait(timeout)
+
+    def _loop(self) -> None:
+        last = 0.0
+        while True:
+            with self._cond:
+                while self._latest is None or self._latest.version == self._written_version:
+                    self._cond.wait()
+                snap = self._latest
+            terminal = snap.status.is_terminal
+            pause = self.min_interval - (time.monotonic() - last)
+            if pause > 0 and not terminal:
+                time.sleep(pause)  # coalesce: the newest snapshot is taken after the pause
+                with self._cond:
+                    snap = self._latest or snap
+                terminal = snap.status.is_terminal
+            self._write(snap)
+            self._written_version = snap.version
+            last = time.monotonic()
+            if terminal:
+                self._done.set()
+                return
+
+    def _write(self, snap: ProgressSnapshot) -> None:
+        from synapse_ray.backend.client import get_client
+
+        try:
+            get_client(self.backend).update_job(
+                self.job_id,
+                status=JOB_STATUS[snap.status],
+                progress_record=progress_record(snap),
+                metrics_record=dict(snap.metrics) or None,
+            )
+        except Exception as exc:  # noqa: BLE001 - progress records never fail a run
+            get_logger("synapse_ray.progress").warning(
+                "job_progress_write_failed", job_id=self.job_id, error=f"{type(exc).__name__}: {exc}"
+            )
