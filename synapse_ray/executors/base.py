@@ -10,6 +10,7 @@ from typing import Any
 
 from synapse_ray.action import BaseAction
 from synapse_ray.errors import ActionError, ConfigurationError, RunCancelledError, StepError, SynapseRayError
+from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.status import RunStatus
 from synapse_ray.targets import load_action
@@ -67,6 +68,20 @@ class Executor(ABC):
     """Runs an action somewhere. ``execute`` blocks; ``submit`` returns a handle."""
 
     backend: Any = None  # a BackendSpec, shipped to wherever the action runs
+
+    def prepare(
+        self, action: ActionTarget, params: Any, job_id: int | str | None
+    ) -> tuple[type[BaseAction[Any]], Any, Any]:
+        """Every check before work is spent: target, params, backend (else from env), job."""
+        cls, validated = resolve(action, params)
+        configure_logging()
+        backend = self.backend
+        if backend is None:
+            from synapse_ray.backend.spec import BackendSpec
+
+            backend = BackendSpec.from_env()
+        check_job(backend, job_id)
+        return cls, validated, backend
 
     def execute(
         self, action: ActionTarget, params: Mapping[str, Any] | Any = None, job_id: int | str | None = None

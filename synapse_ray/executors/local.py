@@ -10,15 +10,12 @@ from synapse_ray.executors.base import (
     ActionTarget,
     Executor,
     RunHandle,
-    check_job,
-    resolve,
     settle_error,
     status_for,
     wrap_error,
 )
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
 from synapse_ray.runtime.job_writer import JobProgressWriter
-from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.progress_state import ProgressState
 from synapse_ray.runtime.reporter import LocalSink, ProgressReporter, wait_for_state
@@ -27,12 +24,6 @@ from synapse_ray.steps.placement import InProcessPlacement
 
 if TYPE_CHECKING:
     from synapse_ray.backend.spec import BackendSpec
-
-
-def backend_from_env() -> BackendSpec | None:
-    from synapse_ray.backend.spec import BackendSpec
-
-    return BackendSpec.from_env()
 
 
 class LocalRunHandle(RunHandle):
@@ -108,11 +99,8 @@ class LocalExecutor(Executor):
         job_id: int | str | None = None,
         run_id: str | None = None,
     ) -> LocalRunHandle:
-        cls, validated = resolve(action, params)
-        configure_logging()
+        cls, validated, backend = self.prepare(action, params, job_id)
         run_id = run_id or new_run_id()
-        backend = self.backend if self.backend is not None else backend_from_env()
-        check_job(backend, job_id)
         writer = JobProgressWriter(backend, job_id) if job_id is not None and backend is not None else None
         sink = LocalSink(ProgressState(run_id=run_id), writer)
         runtime = RuntimeContext(

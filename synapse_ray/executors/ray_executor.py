@@ -23,8 +23,6 @@ from synapse_ray.executors.base import (
     ActionTarget,
     Executor,
     RunHandle,
-    check_job,
-    resolve,
     settle_error,
     status_for,
 )
@@ -34,7 +32,6 @@ from synapse_ray.executors.ray_session import ResourceView, ensure_ray, local_pa
 from synapse_ray.runtime.aggregator import NAMESPACE, aggregator_name, get_aggregator
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.context import RuntimeContext, new_run_id
-from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.ray_transport import AggregatorCancelSource, AggregatorRef, RaySink
 from synapse_ray.runtime.reporter import ProgressReporter
@@ -260,14 +257,7 @@ class RayExecutor(Executor):
         job_id: int | str | None = None,
         run_id: str | None = None,
     ) -> RayRunHandle:
-        cls, validated = resolve(action, params)
-        configure_logging()
-        backend = self.backend
-        if backend is None:
-            from synapse_ray.backend.spec import BackendSpec
-
-            backend = BackendSpec.from_env()
-        check_job(backend, job_id)
+        cls, validated, backend = self.prepare(action, params, job_id)
         self.connect()
         ship_code(cls, self._task_env)
         run_id = run_id or new_run_id()

@@ -203,10 +203,6 @@ class RayActorPlacement:
             except Exception:  # noqa: BLE001 - already gone
                 pass
 
-    @property
-    def actor_count(self) -> int:
-        return len(self._actors)
-
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()

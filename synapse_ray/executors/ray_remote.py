@@ -11,7 +11,6 @@ flushes and waits itself (rare path, simplest ordering).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +61,6 @@ class StepWorker:
     ``rollback`` must run here, where ``execute`` ran: node-local files the
     step wrote are on this machine.
     """
-
-    def where(self) -> dict[str, Any]:
-        import ray
-
-        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
         try:

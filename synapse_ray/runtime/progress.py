@@ -91,10 +91,6 @@ class ProgressPlan:
         """Plan for a simple action: one implicit step, optionally split by category."""
         return cls((PlanStep(name, 1.0, _normalize(category_weights)),))
 
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.steps]
-
     def to_data(self) -> dict[str, Any]:
         """Plain-data form carried inside a PLAN event."""
         return {

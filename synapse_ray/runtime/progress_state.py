@@ -86,9 +86,7 @@ class ProgressState:
             elif kind == LOG:
                 self.logs.append(dict(ev.data or {}))
             elif kind == WARN:
-                message = str((ev.data or {}).get("message", ""))
-                if message and message not in self.warnings:
-                    self.warnings.append(message)
+                self._warn(str((ev.data or {}).get("message", "")))
             if ev.worker:
                 self._workers[ev.worker] = ev.step or ""
         self._overall = max(self._overall, self._compute_overall())
@@ -168,9 +166,15 @@ class ProgressState:
         st.seen.clear()
         st.error = None
 
-    def add_warning(self, message: str) -> None:
-        if message not in self.warnings:
+    def _warn(self, message: str) -> bool:
+        if message and message not in self.warnings:
             self.warnings.append(message)
+            return True
+        return False
+
+    def add_warning(self, message: str) -> None:
+        """A warning from outside the event stream (it bumps the version itself)."""
+        if self._warn(message):
             self.version += 1
 
     # -- reading -------------------------------------------------------
