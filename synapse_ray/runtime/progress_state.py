@@ -195,8 +195,6 @@ class ProgressState:
             return 100.0
         total = 0.0
         for st in self._steps.values():
-            if st.status in (StepStatus.PENDING,) and st.fraction == 0.0 and st.category_weights is None:
-                continue
             total += st.weight * self._step_fraction(st)
         return min(100.0, 100.0 * total)
 
