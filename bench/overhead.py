@@ -147,7 +147,7 @@ class RawImportWorker(RawWorker):
     """The raw actor plus the one thing every step actor of ours must do: import our package."""
 
     def __init__(self) -> None:
-        import synapse_ray.executors.ray_remote  # noqa: F401
+        import synapse_ray.executors.ray.remote  # noqa: F401
 
 
 def push_client(aggregator: Any, run_id: str, batches: int, size: int) -> int:
@@ -391,7 +391,7 @@ def fig_steps(ray: Any, ours: Any, by_value: Any, rounds: int, n: int, n_reuse: 
 
 
 def fig_aggregator(ray: Any, reps: int, batches: int, size: int = 100) -> list[str]:
-    from synapse_ray.runtime.aggregator import ProgressAggregator
+    from synapse_ray.executors.ray.aggregator import ProgressAggregator
 
     # a private aggregator, configured as get_aggregator() does, so killing it is harmless
     agg = ray.remote(ProgressAggregator).options(num_cpus=0, max_concurrency=1000).remote()

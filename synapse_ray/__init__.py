@@ -28,9 +28,10 @@ if TYPE_CHECKING:
         TargetError,
         WorkerCrashedError,
     )
-    from synapse_ray.executors.base import Executor, RunHandle
+    from synapse_ray.executors.base import Executor
+    from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
-    from synapse_ray.executors.ray_executor import RayExecutor, RayRunHandle
+    from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
     from synapse_ray.runtime.context import RuntimeContext
     from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
     from synapse_ray.runtime.status import RunStatus, StepStatus
@@ -59,11 +60,11 @@ _EXPORTS = {
     "LocalExecutor": "synapse_ray.executors.local",
     "ParamsValidationError": "synapse_ray.errors",
     "ProgressSnapshot": "synapse_ray.runtime.progress",
-    "RayExecutor": "synapse_ray.executors.ray_executor",
-    "RayRunHandle": "synapse_ray.executors.ray_executor",
+    "RayExecutor": "synapse_ray.executors.ray.executor",
+    "RayRunHandle": "synapse_ray.executors.ray.executor",
     "RetryPolicy": "synapse_ray.steps.retry",
     "RunCancelledError": "synapse_ray.errors",
-    "RunHandle": "synapse_ray.executors.base",
+    "RunHandle": "synapse_ray.executors.handle",
     "RunStatus": "synapse_ray.runtime.status",
     "RuntimeContext": "synapse_ray.runtime.context",
     "StepError": "synapse_ray.errors",

@@ -13,20 +13,18 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from synapse_ray.errors import ConfigurationError, ParamsValidationError, RunCancelledError
+from synapse_ray.errors import ConfigurationError, ParamsValidationError
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.logging import redact_processor
-from synapse_ray.runtime.progress import ProgressPlan
-from synapse_ray.runtime.status import StepStatus
 from synapse_ray.steps.context import BaseStepContext
 from synapse_ray.steps.orchestrator import Orchestrator
 from synapse_ray.steps.placement import InProcessPlacement
 from synapse_ray.steps.registry import StepRegistry
-from synapse_ray.steps.retry import NO_RETRY, RetryPolicy
+from synapse_ray.steps.retry import RetryPolicy
+from synapse_ray.steps.simple import EXECUTE_STEP, ExecuteStep
+from synapse_ray.steps.step import BaseStep
 
 P = TypeVar("P", bound=BaseModel)
-
-EXECUTE_STEP = "execute"
 
 
 def _snake(name: str) -> str:
@@ -127,6 +125,11 @@ class BaseAction(Generic[P]):
         """Register steps here for a step-based action. Default: none (use execute)."""
         return None
 
+    @classmethod
+    def is_step_based(cls) -> bool:
+        """Whether the class registers steps: decided without running user code."""
+        return cls.setup_steps is not BaseAction.setup_steps
+
     def create_context(self) -> BaseStepContext:
         return BaseStepContext(runtime_ctx=self.runtime_ctx, params=self.params)
 
@@ -140,55 +143,37 @@ class BaseAction(Generic[P]):
         self.setup_steps(registry)
         return registry
 
-    def run(self) -> Any:
-        """Run the step workflow if ``setup_steps`` registered any step, else ``execute()``."""
-        registry = self.build_registry()
-        if registry:
-            return self.run_steps(registry)
-        return self.run_execute()
+    def prepare_run(self) -> tuple[list[BaseStep[Any]], BaseStepContext, bool]:
+        """This run's steps and context, built once: ``(steps, context, step_based)``.
 
-    def run_steps(self, registry: StepRegistry[Any]) -> dict[str, Any]:
-        ctx = self.create_context()
+        An executor that validates them before starting (picklability,
+        resources) runs the very same objects; user code runs once.
+        """
+        prepared = getattr(self, "_prepared", None)
+        if prepared is None:
+            registry = self.build_registry()
+            steps = registry.get_steps() if registry else [ExecuteStep(self)]
+            prepared = self._prepared = (steps, self.create_context(), bool(registry))
+        return prepared
+
+    def run(self) -> Any:
+        """Run the registered steps, or ``execute()`` as a one-step plan, through the orchestrator.
+
+        Where each step executes is the runtime context's placement (in this
+        process unless an executor plugged in another).
+        """
+        steps, ctx, step_based = self.prepare_run()
         placement = self.runtime_ctx.step_placement or InProcessPlacement()
-        summary = Orchestrator(registry, placement).run(ctx)
-        out = summary.as_dict()
-        out.update(self.summarize(ctx))
-        return out
+        summary = Orchestrator(steps, placement).run(ctx)
+        if step_based:
+            out = summary.as_dict()
+            out.update(self.summarize(ctx))
+            return out
+        return self.check_result(summary.results[EXECUTE_STEP].data["value"])
 
     def summarize(self, ctx: BaseStepContext) -> dict[str, Any]:
         """Extra fields for the step-based result; train actions add the model."""
         return {}
-
-    def run_execute(self) -> Any:
-        rt = self.runtime_ctx
-        rt.progress.start_plan(ProgressPlan.single(EXECUTE_STEP, self.progress_weights))
-        policy = self.retry or NO_RETRY
-        attempt = 0
-        while True:
-            attempt += 1
-            rt.raise_if_cancelled()
-            rt.bind_step(EXECUTE_STEP, attempt)
-            rt.progress.begin_step(EXECUTE_STEP, attempt)
-            try:
-                result = self.execute()
-            except RunCancelledError:
-                rt.progress.end_step(StepStatus.CANCELLED.value)
-                raise
-            except Exception as exc:
-                if rt.cancelled:
-                    rt.progress.end_step(StepStatus.CANCELLED.value, f"{type(exc).__name__}: {exc}")
-                    raise RunCancelledError(f"Run cancelled during '{self.action_name}'") from exc
-                rt.progress.end_step(StepStatus.FAILED.value, f"{type(exc).__name__}: {exc}")
-                if not policy.should_retry(exc, attempt):
-                    raise
-                if rt.cancel_token.wait(policy.delay_for(attempt)):
-                    raise RunCancelledError(
-                        f"Run cancelled while waiting to retry '{self.action_name}'"
-                    ) from exc
-                continue
-            rt.progress.end_step(StepStatus.SUCCEEDED.value)
-            rt.bind_step(None, 1)
-            return self.check_result(result)
 
     def check_result(self, result: Any) -> Any:
         if self.result_model is None or isinstance(result, self.result_model):

@@ -103,13 +103,35 @@ class RunCancelledError(SynapseRayError):
     """The run was cancelled before it finished."""
 
 
-class ActionError(SynapseRayError):
-    """A simple (non step-based) action raised; chains the cause."""
+class ActionError(StepError):
+    """A simple (non step-based) action raised; chains the cause.
+
+    A simple action runs as a one-step plan (its step is named ``execute``),
+    so this is a ``StepError`` too: one ``except StepError`` covers both kinds.
+    """
 
 
 class WorkerCrashedError(SynapseRayError):
-    """The process running a step or action died (node lost, OOM, killed)."""
+    """The process running a step or action died (node lost, OOM, killed).
+
+    Names the step and attempt when known and chains Ray's own error.
+    """
 
 
-class ClusterError(ConfigurationError):
-    """The Ray cluster cannot run this: unreachable, or missing resources."""
+class ClusterError(SynapseRayError):
+    """The Ray cluster cannot run this: unreachable, stale, or missing resources."""
+
+
+class RayTimeoutError(SynapseRayError, TimeoutError):
+    """A call into Ray (the aggregator, a worker) did not answer in time."""
+
+
+class ProgressUnavailableError(SynapseRayError):
+    """The run's progress holder cannot be reached and no copy of its state exists here."""
+
+
+class NoBackendError(SynapseRayError, RuntimeError):
+    """Backend access was asked for, but the run has no backend configured.
+
+    Also a ``RuntimeError``: that is what plugins written for the upstream SDK catch.
+    """

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel
 
 from synapse_ray.action import BaseAction
+from synapse_ray.errors import ConfigurationError, NoBackendError
 from synapse_ray.runtime.context import NO_CLIENT_HINT
 from synapse_ray.steps.context import BaseStepContext, TrainContext
 
@@ -37,7 +38,7 @@ class BaseTrainAction(BaseAction[P]):
     @property
     def client(self) -> Any:
         if not self.runtime_ctx.has_backend:
-            raise RuntimeError(NO_CLIENT_HINT)
+            raise NoBackendError(NO_CLIENT_HINT)
         return self.runtime_ctx.client
 
     def create_context(self) -> TrainContext:
@@ -54,7 +55,7 @@ class BaseTrainAction(BaseAction[P]):
     def get_dataset(self) -> Any:
         dataset_id = getattr(self.params, "dataset_id", None)
         if dataset_id is None:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{type(self).__name__}: params.dataset_id is required to fetch a dataset "
                 "(add `dataset_id: int` to your params model, or override get_dataset())"
             )

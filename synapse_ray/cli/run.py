@@ -24,7 +24,7 @@ def _executor(
 ) -> Executor:
     if kind == "local":
         return LocalExecutor()
-    from synapse_ray.executors.ray_executor import RayExecutor
+    from synapse_ray.executors.ray.executor import RayExecutor
 
     return RayExecutor(address=address, mode=mode, num_cpus=num_cpus, num_gpus=num_gpus)
 

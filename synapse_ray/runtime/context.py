@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synapse_ray.errors import NoBackendError
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.logging import configure_logging, get_logger, register_secret
 from synapse_ray.runtime.reporter import ProgressReporter
@@ -83,7 +84,7 @@ class RuntimeContext:
     def client(self) -> BackendClient:
         if self._client is None:
             if self.backend is None:
-                raise RuntimeError(NO_CLIENT_HINT)
+                raise NoBackendError(NO_CLIENT_HINT)
             from synapse_ray.backend.client import get_client
 
             configure_logging()  # the client logs: in a worker, our pipeline must be in place first
@@ -95,6 +96,15 @@ class RuntimeContext:
         return self.backend is not None
 
     # -- steps, progress, cancel ---------------------------------------
+    @property
+    def run_attempt(self) -> int:
+        """Which try of the whole run this is (1 unless a crashed Ray task was retried)."""
+        return self.progress.run_attempt
+
+    @run_attempt.setter
+    def run_attempt(self, value: int) -> None:
+        self.progress.run_attempt = value
+
     def bind_step(self, step: str | None, attempt: int = 1) -> None:
         self.step, self.attempt = step, attempt
         self._logger = None

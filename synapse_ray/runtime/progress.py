@@ -43,6 +43,7 @@ class ProgressEvent:
     worker: str | None = None
     ts: float = field(default_factory=time.time)
     data: Mapping[str, Any] | None = None
+    run_attempt: int = 1  # the whole run's try; a crashed Ray task is tried again as a new one
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,5 +160,6 @@ class ProgressSnapshot(BaseModel):
     workers: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     error: str | None = None
+    run_attempt: int = 1
     version: int = 0
     updated_at: float = 0.0

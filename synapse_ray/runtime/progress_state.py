@@ -51,6 +51,7 @@ class ProgressState:
         self.status = RunStatus.PENDING
         self.error: str | None = None
         self.current_step: str | None = None
+        self.run_attempt = 1
         self.updated_at = time.time()
         self._steps: dict[str, _StepState] = {}
         self._set_plan(self.plan)
@@ -69,8 +70,11 @@ class ProgressState:
             return self.version
         for ev in events:
             kind = ev.kind
-            if self.status.is_terminal and kind in (PROGRESS, STEP, PLAN):
-                continue  # a straggler from a worker after the run ended
+            if kind in (PROGRESS, STEP, PLAN):
+                if self.status.is_terminal or ev.run_attempt < self.run_attempt:
+                    continue  # a straggler from a worker after the run (or its attempt) ended
+                if ev.run_attempt > self.run_attempt:
+                    self._new_run_attempt(ev.run_attempt)
             if kind == PROGRESS:
                 self._on_progress(ev)
             elif kind == STEP:
@@ -94,10 +98,13 @@ class ProgressState:
         self.updated_at = time.time()
         return self.version
 
+    def _new_run_attempt(self, run_attempt: int) -> None:
+        """The whole run is tried again (its worker died): every step starts over."""
+        self.run_attempt = run_attempt
+        self._set_plan(self.plan)
+        self._warn(f"run attempt {run_attempt}: the previous attempt's worker died; starting over")
+
     def _set_plan(self, plan: ProgressPlan) -> None:
-        """Install the plan. A repeated plan (a retried task) keeps the state."""
-        if [s.name for s in plan.steps] == list(self._steps) and plan == self.plan:
-            return
         self.plan = plan
         self._steps = {
             s.name: _StepState(s.weight, dict(s.category_weights) if s.category_weights else None)
@@ -226,6 +233,29 @@ class ProgressState:
             workers=dict(self._workers),
             warnings=list(self.warnings),
             error=self.error,
+            run_attempt=self.run_attempt,
             version=self.version,
             updated_at=self.updated_at,
         )
+
+    def to_events(self) -> list[ProgressEvent]:
+        """Events that rebuild this state in a fresh holder (an aggregator that lost it)."""
+        ra = self.run_attempt
+        events = [ProgressEvent(PLAN, data=self.plan.to_data(), run_attempt=ra)]
+        for name, st in self._steps.items():
+            if st.status is not StepStatus.PENDING:
+                data = {"error": st.error} if st.error else None
+                events.append(
+                    ProgressEvent(STEP, name, st.attempt, status=st.status.value, data=data, run_attempt=ra)
+                )
+        for cat, (cur, tot) in self._categories.items():
+            ts = self._category_ts.get(cat, 0.0)
+            events.append(ProgressEvent(PROGRESS, None, 1, cat, cur, tot, ts=ts, run_attempt=ra))
+        if self._metrics:
+            events.append(ProgressEvent(METRIC, data=dict(self._metrics), run_attempt=ra))
+        events.extend(ProgressEvent(WARN, data={"message": w}, run_attempt=ra) for w in self.warnings)
+        events.extend(ProgressEvent(LOG, data=entry, run_attempt=ra) for entry in self.logs)
+        if self.status is not RunStatus.PENDING:
+            data = {"error": self.error} if self.error else None
+            events.append(ProgressEvent(RUN, status=self.status.value, data=data, run_attempt=ra))
+        return events

@@ -13,7 +13,6 @@ import os
 import socket
 import threading
 import time
-import weakref
 from typing import Any, Protocol
 
 from synapse_ray.runtime.logging import get_logger
@@ -88,6 +87,7 @@ class ProgressReporter:
         self.interval = interval
         self.step: str | None = None
         self.attempt = 1
+        self.run_attempt = 1  # bumped when the whole run is tried again (a crashed Ray task)
         self._worker = worker_id()
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -95,20 +95,31 @@ class ProgressReporter:
         self._metrics: dict[str, Any] = {}
         self._outbox: list[ProgressEvent] = []
         self._warned: set[tuple[str, str]] = set()
-        self._registered = False
-        self._last_flush = 0.0
+        self._dirty = False  # something waits for the sender; set under _lock
+        self._closed = False
+        self.last_flush = 0.0
         # In a Ray worker whose unsent events ride back with its result, step
         # boundaries need not be pushed at once: the sender (or the result) takes them.
         self.hold_step_events = False
 
-    # -- pickling: only the sink and the step binding travel -----------
+    # -- pickling: only the sink and the bindings travel ----------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"sink": self.sink, "interval": self.interval, "step": self.step, "attempt": self.attempt}
+        return {
+            "sink": self.sink,
+            "interval": self.interval,
+            "step": self.step,
+            "attempt": self.attempt,
+            "run_attempt": self.run_attempt,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["sink"], state["interval"])  # type: ignore[misc]
         self.step = state["step"]
         self.attempt = state["attempt"]
+        self.run_attempt = state.get("run_attempt", 1)
+
+    def _event(self, kind: str, **fields: Any) -> ProgressEvent:
+        return ProgressEvent(kind, worker=self._worker, run_attempt=self.run_attempt, **fields)
 
     # -- hot path ------------------------------------------------------
     def update(self, category: str, current: float, total: float) -> None:
@@ -119,8 +130,9 @@ class ProgressReporter:
             current, total = clamped
         with self._lock:
             self._pending[category] = (current, total)
-        if not self._registered:
-            self._register()
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)
 
     def _clamp(self, category: str, current: float, total: float) -> tuple[float, float] | None:
         new: tuple[float, float] | None
@@ -139,38 +151,39 @@ class ProgressReporter:
         if (category, kind) not in self._warned:
             self._warned.add((category, kind))
             _log().warning("progress_clamped", category=category, current=current, total=total)
-            self._queue(
-                ProgressEvent(WARN, self.step, self.attempt, worker=self._worker, data={"message": message})
-            )
+            self._queue(self._event(WARN, step=self.step, attempt=self.attempt, data={"message": message}))
         return new
 
     def metric(self, values: dict[str, Any]) -> None:
         with self._lock:
             self._metrics.update(values)
-        if not self._registered:
-            self._register()
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)
 
     def log_entry(self, entry: dict[str, Any]) -> None:
-        self._queue(ProgressEvent(LOG, self.step, self.attempt, worker=self._worker, data=entry))
-        if not self._registered:
-            self._register()
+        self._queue(self._event(LOG, step=self.step, attempt=self.attempt, data=entry))
 
     # -- ordered events: queued behind what is pending, sent with the next batch --
     def _queue(self, event: ProgressEvent) -> None:
         with self._lock:
             self._drain_pending_locked()
             self._outbox.append(event)
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)
 
     def start_plan(self, plan: ProgressPlan) -> None:
-        self._queue(ProgressEvent(PLAN, worker=self._worker, data=plan.to_data()))
+        self._queue(self._event(PLAN, data=plan.to_data()))
 
     def begin_step(self, step: str | None, attempt: int = 1) -> None:
         with self._lock:
             self._drain_pending_locked()
             self.step, self.attempt = step, attempt
-            self._outbox.append(ProgressEvent(STEP, step, attempt, status="running", worker=self._worker))
-        if not self._registered:
-            self._register()  # the sender picks the start up within one interval
+            self._outbox.append(self._event(STEP, step=step, attempt=attempt, status="running"))
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)  # the sender picks the start up within one interval
 
     def end_step(self, status: str, error: str | None = None) -> None:
         """Report the bound step's end and flush: a step's last progress is never held back."""
@@ -178,37 +191,33 @@ class ProgressReporter:
 
     def step_event(self, step: str, attempt: int, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
-        self._queue(ProgressEvent(STEP, step, attempt, status=status, worker=self._worker, data=data))
-        if self.hold_step_events:
-            if not self._registered:
-                self._register()
-        else:
+        self._queue(self._event(STEP, step=step, attempt=attempt, status=status, data=data))
+        if not self.hold_step_events:
             self.flush()
 
     def run_status(self, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
-        self._queue(ProgressEvent(RUN, status=status, worker=self._worker, data=data))
+        self._queue(self._event(RUN, status=status, data=data))
         self.flush()
 
     # -- batching ------------------------------------------------------
     def _drain_pending_locked(self) -> None:
         if self._pending:
-            step, attempt, worker = self.step, self.attempt, self._worker
+            step, attempt = self.step, self.attempt
             self._outbox.extend(
-                ProgressEvent(PROGRESS, step, attempt, cat, cur, tot, worker=worker)
+                self._event(PROGRESS, step=step, attempt=attempt, category=cat, current=cur, total=tot)
                 for cat, (cur, tot) in self._pending.items()
             )
             self._pending = {}
         if self._metrics:
-            self._outbox.append(
-                ProgressEvent(METRIC, self.step, self.attempt, worker=self._worker, data=self._metrics)
-            )
+            self._outbox.append(self._event(METRIC, step=self.step, attempt=self.attempt, data=self._metrics))
             self._metrics = {}
 
     def _drain(self) -> list[ProgressEvent]:
         with self._lock:
             self._drain_pending_locked()
             events, self._outbox = self._outbox, []
+            self._dirty = False
         return events
 
     def flush(self, wait: bool = False) -> None:
@@ -226,7 +235,7 @@ class ProgressReporter:
                 _log().warning("progress_sync_failed", error=repr(exc))
 
     def _flush(self) -> None:
-        self._last_flush = time.monotonic()
+        self.last_flush = time.monotonic()
         with self._send_lock:  # drain under the send lock so batches leave in order
             events = self._drain()
             if events:
@@ -235,23 +244,13 @@ class ProgressReporter:
                 except Exception as exc:  # noqa: BLE001 - progress must never break a run
                     _log().warning("progress_send_failed", error=repr(exc), events=len(events))
 
-    def _register(self) -> None:
-        self._registered = True
-        _SENDER.add(self)
-
-    def due(self, now: float) -> bool:
-        return (
-            bool(self._pending or self._metrics or self._outbox) and now - self._last_flush >= self.interval
-        )
-
     def detach(self) -> tuple[list[ProgressEvent], list[Any]]:
         """Leave the sender; hand back the unsent events and the refs of sends still in flight.
 
         Whoever forwards the events waits on those refs first, so nothing this
         reporter sent can land after what is forwarded (or after a final status).
         """
-        _SENDER.discard(self)
-        self._registered = True  # a detached reporter does not rejoin the sender
+        self._closed = True  # a detached reporter is never marked for the sender again
         with self._send_lock:  # a batch the sender is sending leaves first
             events = self._drain()
             take = getattr(self.sink, "take_in_flight", None)
@@ -267,50 +266,74 @@ class ProgressReporter:
         with self._lock:
             self._drain_pending_locked()
             self._outbox.extend(events)
-        if not self._registered:
-            self._register()
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)
 
     def close(self) -> None:
         """Final flush, wait until the sink has it, and leave the sender."""
-        _SENDER.discard(self)
-        self._registered = True  # a closed reporter does not rejoin the sender
+        self._closed = True
         self.flush(wait=True)
 
 
 class _Sender:
-    """One daemon thread per process sends every live reporter's batches.
+    """One daemon thread per process sends the batches of every reporter with news.
 
-    Worker processes are reused across tasks, so a task pays no thread start;
-    reporters are held weakly and leave on ``close()``.
+    It sleeps on a condition until some reporter is marked dirty, then sends
+    that reporter's batch once its interval since the last send has passed.
+    Only dirty reporters are held (strongly, until sent), so a finished run's
+    reporter is free to go. Worker processes are reused across tasks, so a
+    task pays no thread start; a thread that died (or a forked child without
+    one) is started again on the next mark.
     """
 
-    tick = 0.02
-
     def __init__(self) -> None:
-        self._reporters: weakref.WeakSet[ProgressReporter] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._dirty: dict[int, ProgressReporter] = {}
+        self._thread: threading.Thread | None = None
         self._pid = -1
 
-    def add(self, reporter: ProgressReporter) -> None:
-        with self._lock:
-            self._reporters.add(reporter)
-            if self._pid != os.getpid():  # first use, or a forked child without the thread
+    def mark(self, reporter: ProgressReporter) -> None:
+        if reporter._closed:
+            return
+        with self._cond:
+            self._dirty[id(reporter)] = reporter
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
                 self._pid = os.getpid()
-                threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True).start()
+                self._thread = threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True)
+                self._thread.start()
+            self._cond.notify()
 
-    def discard(self, reporter: ProgressReporter) -> None:
-        with self._lock:
-            self._reporters.discard(reporter)
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._dirty)
+
+    def _due(self) -> list[ProgressReporter]:
+        """Wait until some dirty reporter's interval has passed; take those."""
+        with self._cond:
+            while True:
+                if not self._dirty:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                wake = min(r.last_flush + r.interval for r in self._dirty.values())
+                if wake > now:
+                    self._cond.wait(wake - now)
+                    continue
+                due = [r for r in self._dirty.values() if r.last_flush + r.interval <= now]
+                for r in due:
+                    del self._dirty[id(r)]
+                return due
 
     def _loop(self) -> None:
         while True:
-            time.sleep(self.tick)
-            now = time.monotonic()
-            with self._lock:
-                reporters = list(self._reporters)
-            for reporter in reporters:
-                if reporter.due(now):
-                    reporter.flush()
+            for reporter in self._due():
+                try:
+                    if not reporter._closed:
+                        reporter.flush()
+                except Exception as exc:  # noqa: BLE001 - one bad sink must not stop the others
+                    _log().warning("progress_send_failed", error=repr(exc))
+            reporter = None  # noqa: F841 - hold no reporter while asleep
 
 
 _SENDER = _Sender()

@@ -8,40 +8,26 @@ deep inside Ray.
 
 from __future__ import annotations
 
-import pickle
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError
+from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.steps.step import StepResult
 
 
 def _dumps(owner: str, key: str, value: Any) -> bytes:
-    # Once Ray is loaded use its cloudpickle: it honours register_pickle_by_value,
-    # which is how classes from file targets reach workers that cannot import them.
-    cloud = sys.modules.get("ray.cloudpickle")
     try:
-        if cloud is not None:
-            return cloud.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as first:  # noqa: BLE001 - retry with cloudpickle below
-        try:
-            from ray import cloudpickle
-
-            return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except ImportError:
-            exc: BaseException = first
-        except Exception as second:  # noqa: BLE001
-            exc = second
-    raise ContextPicklingError(
-        f"{owner} attribute '{key}' ({type(value).__name__}) cannot be pickled: {exc}. "
-        "Contexts cross process boundaries; keep plain values (paths, ids, arrays) in them "
-        "and rebuild live objects (clients, locks, open files) inside the step.",
-        attribute=key,
-        owner=owner,
-    )
+        return pickling.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - named below
+        raise ContextPicklingError(
+            f"{owner} attribute '{key}' ({type(value).__name__}) cannot be pickled: {exc}. "
+            "Contexts cross process boundaries; keep plain values (paths, ids, arrays) in them "
+            "and rebuild live objects (clients, locks, open files) inside the step.",
+            attribute=key,
+            owner=owner,
+        ) from None
 
 
 @dataclass
@@ -84,7 +70,7 @@ class BaseStepContext:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(
-            {key: value if key == "runtime_ctx" else pickle.loads(value) for key, value in state.items()}
+            {key: value if key == "runtime_ctx" else pickling.loads(value) for key, value in state.items()}
         )
 
 

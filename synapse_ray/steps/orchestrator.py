@@ -1,12 +1,14 @@
-"""The one state machine for step-based runs.
+"""The one state machine of a run.
 
-Ordering, skip, retry, cancel, rollback and progress reporting of steps live
-here and nowhere else; executors only pass a placement that decides where
-each step executes.
+Ordering, skip, retry, crash retry, cancel, rollback, step events and error
+typing live here and nowhere else. A simple action is a one-step plan (see
+``simple.py``); executors only pass a placement that decides where each step
+executes, and read the outcome through ``settle``.
 
 Retries: a step is tried again when its ``RetryPolicy`` says so; a worker
 crash (``WorkerCrashedError``: node lost, actor killed) is also retried up to
-the placement's ``crash_retries`` whatever the step's policy.
+the placement's ``crash_retries`` whatever the step's policy. A crash that
+stays final surfaces as ``WorkerCrashedError`` naming the step and attempt.
 
 Rollback rule: when a step fails (raises, returns ``success=False``, returns
 something that is not a ``StepResult``, or is cancelled), every step that
@@ -14,6 +16,10 @@ started is rolled back in reverse order, *including the failed step itself*
 (it may have half-done work; its ``rollback`` gets the failed result).
 Skipped steps are not rolled back. A rollback error is logged and recorded in
 ``error.rollback_errors``; it never replaces the original error.
+
+Cancel rule: a failure that happens after the run was asked to stop means the
+run was CANCELLED (the failure becomes the cause). ``settle`` applies the same
+rule to failures that happen outside a step (a killed task, a lost worker).
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synapse_ray.errors import (
+    ActionError,
     ConfigurationError,
     RunCancelledError,
     StepError,
     StepResultError,
+    SynapseRayError,
     WorkerCrashedError,
 )
 from synapse_ray.runtime.progress import ProgressPlan
-from synapse_ray.runtime.status import StepStatus
+from synapse_ray.runtime.status import RunStatus, StepStatus
 from synapse_ray.steps.context import BaseStepContext
 from synapse_ray.steps.placement import InProcessPlacement, StepPlacement
 from synapse_ray.steps.registry import StepRegistry
-from synapse_ray.steps.retry import NO_RETRY
+from synapse_ray.steps.retry import NO_RETRY, CrashBudget
+from synapse_ray.steps.simple import ExecuteStep
 from synapse_ray.steps.step import BaseStep, StepResult
 
 
@@ -61,18 +70,28 @@ class RunSummary:
 
 
 def build_plan(steps: list[BaseStep[Any]]) -> ProgressPlan:
-    return ProgressPlan.from_weights([(s.name, s.progress_weight) for s in steps])
+    return ProgressPlan.from_weights(
+        [(s.name, s.progress_weight) for s in steps],
+        {s.name: s.category_weights for s in steps if s.category_weights},
+    )
 
 
 class Orchestrator:
-    """Runs a registry's steps against a context through a placement."""
+    """Runs a registry's steps (or a list of steps) against a context through a placement."""
 
-    def __init__(self, registry: StepRegistry[Any], placement: StepPlacement | None = None) -> None:
+    def __init__(
+        self, registry: StepRegistry[Any] | list[BaseStep[Any]], placement: StepPlacement | None = None
+    ) -> None:
         self.registry = registry
         self.placement: StepPlacement = placement or InProcessPlacement()
 
+    def steps(self) -> list[BaseStep[Any]]:
+        if isinstance(self.registry, StepRegistry):
+            return self.registry.get_steps()
+        return list(self.registry)
+
     def run(self, ctx: BaseStepContext) -> RunSummary:
-        steps = self.registry.get_steps()
+        steps = self.steps()
         if not steps:
             raise ConfigurationError("No steps registered: setup_steps() added nothing to run")
         plan = build_plan(steps)  # validates weights before anything runs
@@ -80,8 +99,8 @@ class Orchestrator:
         rt.progress.start_plan(plan)
         summary = RunSummary(steps_total=len(steps))
         started: list[_Started] = []
-        self.placement.prepare(steps, ctx)
         try:
+            self.placement.prepare(steps, ctx)
             for step in steps:
                 if rt.cancelled:
                     raise RunCancelledError(
@@ -90,7 +109,7 @@ class Orchestrator:
                 try:
                     skip = step.can_skip(ctx)
                 except Exception as exc:  # noqa: BLE001 - a broken can_skip fails its step
-                    raise _step_error(step.name, 1, exc, "can_skip() raised ") from exc
+                    raise _step_error(step, 1, exc, "can_skip() raised ") from exc
                 if skip:
                     rt.progress.step_event(step.name, 1, StepStatus.SKIPPED.value)
                     summary.steps_skipped += 1
@@ -104,9 +123,12 @@ class Orchestrator:
                     summary.steps_skipped += 1
                 else:
                     summary.steps_executed += 1
-        except (StepError, RunCancelledError) as exc:
+        except (StepError, RunCancelledError, WorkerCrashedError) as exc:
             exc.rollback_errors = self._rollback(started, ctx)  # type: ignore[attr-defined]
             exc.fields["rollback_errors"] = exc.rollback_errors  # type: ignore[attr-defined]
+            raise
+        except SynapseRayError as exc:  # bad input found while preparing: nothing ran
+            exc.rollback_errors = self._rollback(started, ctx)  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # an orchestration fault: completed steps still roll back
             err = StepError(
@@ -117,6 +139,7 @@ class Orchestrator:
             )
             raise err from exc
         finally:
+            ctx.current_step = None
             rt.bind_step(None, 1)
             self.placement.close()
         return summary
@@ -125,8 +148,7 @@ class Orchestrator:
     def _run_step(self, step: BaseStep[Any], ctx: BaseStepContext, started: list[_Started]) -> StepResult:
         rt = ctx.runtime_ctx
         policy = step.retry or NO_RETRY
-        crash_retries = int(getattr(self.placement, "crash_retries", 0))
-        crashes = 0
+        crashes = CrashBudget(self.placement.crash_retries)
         attempt = 0
         while True:
             attempt += 1
@@ -141,12 +163,13 @@ class Orchestrator:
                     rt.progress.end_step(StepStatus.CANCELLED.value, str(exc))
                     raise _cancelled(f"during step '{step.name}' (attempt {attempt})", step, attempt) from exc
                 rt.progress.end_step(StepStatus.FAILED.value, _short(exc))
-                crashed = isinstance(exc, WorkerCrashedError) and crashes < crash_retries
-                crashes += isinstance(exc, WorkerCrashedError)
+                crashed = isinstance(exc, WorkerCrashedError) and crashes.spend()
                 if not (crashed or policy.should_retry(exc, attempt)):
-                    raise _step_error(step.name, attempt, exc) from exc
-                delay = policy.delay_for(attempt)
-                rt.logger.warning("step_retry", error=_short(exc), delay=delay)
+                    if isinstance(exc, WorkerCrashedError):
+                        raise _crash_error(step, attempt, exc) from exc
+                    raise _step_error(step, attempt, exc) from exc
+                delay = 0.0 if crashed else policy.delay_for(attempt)
+                rt.logger.warning("step_retry", error=_short(exc), delay=delay, crashed=crashed)
                 if delay and rt.cancel_token.wait(delay):
                     raise _cancelled(f"while waiting to retry step '{step.name}'", step, attempt) from exc
                 started.pop()  # the retry replaces this attempt; only the last one rolls back
@@ -155,7 +178,7 @@ class Orchestrator:
                 _merge(ctx, after)
             except TypeError as exc:
                 started.append(_Started(step, StepResult(success=False, error=str(exc)), attempt))
-                raise _step_error(step.name, attempt, exc) from exc
+                raise _step_error(step, attempt, exc) from exc
             if not isinstance(result, StepResult):
                 started.append(_Started(step, StepResult(success=False), attempt))
                 message = (
@@ -195,6 +218,36 @@ class Orchestrator:
         return errors
 
 
+# -- the outcome of a run, decided once -------------------------------------
+def settle(error: BaseException | None, cancelled: bool, action_name: str = "") -> BaseException | None:
+    """The error a run ends with: a failure after a cancel request means CANCELLED.
+
+    Anything that is not one of ours yet (a failure outside any step) is
+    wrapped so callers catch one hierarchy; the original is the cause.
+    """
+    if error is None:
+        return None
+    if cancelled and not isinstance(error, RunCancelledError):
+        err: BaseException = RunCancelledError(f"Run cancelled: {error}", reason="cancelled by user")
+        err.__cause__ = error
+        return err
+    if isinstance(error, SynapseRayError) or not isinstance(error, Exception):
+        return error
+    wrapped = ActionError(
+        f"Action '{action_name}' failed: {_short(error)}", action=action_name, cause_type=type(error).__name__
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def status_for(error: BaseException | None) -> RunStatus:
+    if error is None:
+        return RunStatus.SUCCEEDED
+    if isinstance(error, RunCancelledError):
+        return RunStatus.CANCELLED
+    return RunStatus.FAILED
+
+
 def _cancelled(where: str, step: BaseStep[Any], attempt: int) -> RunCancelledError:
     return RunCancelledError(f"Run cancelled {where}", step=step.name, attempt=attempt)
 
@@ -204,12 +257,29 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _step_error(name: str, attempt: int, exc: BaseException, what: str = "") -> StepError:
+def _step_error(step: BaseStep[Any], attempt: int, exc: BaseException, what: str = "") -> StepError:
+    if isinstance(step, ExecuteStep):
+        return ActionError(
+            f"Action '{step.action_name}' failed: {what}{_short(exc)}",
+            action=step.action_name,
+            step=step.name,
+            attempt=attempt,
+            cause_type=type(exc).__name__,
+        )
     return StepError(
-        f"Step '{name}' failed: {what}{str(exc) or type(exc).__name__}",
-        step=name,
+        f"Step '{step.name}' failed: {what}{str(exc) or type(exc).__name__}",
+        step=step.name,
         attempt=attempt,
         cause_type=type(exc).__name__,
+    )
+
+
+def _crash_error(step: BaseStep[Any], attempt: int, exc: BaseException) -> WorkerCrashedError:
+    what = f"action '{step.action_name}'" if isinstance(step, ExecuteStep) else f"step '{step.name}'"
+    return WorkerCrashedError(
+        f"The worker running {what} died (attempt {attempt}, no crash retries left): {exc}",
+        step=step.name,
+        attempt=attempt,
     )
 
 

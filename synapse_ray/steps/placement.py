@@ -1,12 +1,15 @@
 """Where a step runs. The orchestrator owns step semantics; a placement only
 moves the work. The in-process placement lives here; the Ray actor
-placement plugs into the same protocol from ``executors/``.
+placement plugs into the same protocol from ``executors/ray/``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
+from synapse_ray.runtime.env import applied_env
 from synapse_ray.steps.step import BaseStep, StepResult
 
 
@@ -16,7 +19,12 @@ class StepPlacement(Protocol):
     ``run_step`` returns the step's result and the context as it stands after
     the step (the same object in-process, a returned copy from another
     process). ``rollback_step`` must run where ``run_step`` ran that step.
+    ``crash_retries`` is how many times a step whose worker died is tried
+    again (0 in-process: a crash there is the caller's own process dying).
+    ``kill_running`` is the cancel fallback for a step that ignores the flag.
     """
+
+    crash_retries: int
 
     def prepare(self, steps: list[BaseStep[Any]], ctx: Any) -> None: ...
 
@@ -24,21 +32,46 @@ class StepPlacement(Protocol):
 
     def rollback_step(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any: ...
 
+    def kill_running(self) -> bool: ...
+
     def close(self) -> None: ...
+
+
+@contextmanager
+def user_code(ctx: Any) -> Iterator[None]:
+    """Around every call into a step's code, wherever it runs: the run's env vars."""
+    runtime = getattr(ctx, "runtime_ctx", None)
+    with applied_env(getattr(runtime, "env", None)):
+        yield
+
+
+def execute_step(step: BaseStep[Any], ctx: Any) -> Any:
+    with user_code(ctx):
+        return step.execute(ctx)
+
+
+def rollback_step(step: BaseStep[Any], ctx: Any, result: StepResult) -> None:
+    with user_code(ctx):
+        step.rollback(ctx, result)
 
 
 class InProcessPlacement:
     """Runs each step in the calling thread."""
 
+    crash_retries = 0
+
     def prepare(self, steps: list[BaseStep[Any]], ctx: Any) -> None:
         return None
 
     def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
-        return step.execute(ctx), ctx
+        return execute_step(step, ctx), ctx
 
     def rollback_step(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
-        step.rollback(ctx, result)
+        rollback_step(step, ctx, result)
         return ctx
+
+    def kill_running(self) -> bool:
+        return False  # a thread cannot be killed: cancellation here is cooperative only
 
     def close(self) -> None:
         return None

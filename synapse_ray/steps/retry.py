@@ -44,3 +44,24 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy()
+
+
+class CrashBudget:
+    """How many times a dead worker may be replaced before the failure stands.
+
+    A crash (node lost, OOM kill, ``os._exit``) says nothing about the step's
+    code, so it is retried whatever the step's ``RetryPolicy`` says, but only
+    ``retries`` times. The orchestrator keeps one per step; the Ray task mode,
+    where the whole run is one worker, keeps one per run on the driver.
+    """
+
+    def __init__(self, retries: int = 0) -> None:
+        self.retries = max(0, int(retries))
+        self.used = 0
+
+    def spend(self) -> bool:
+        """Use one retry if any is left; False means the crash is final."""
+        if self.used >= self.retries:
+            return False
+        self.used += 1
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -63,6 +64,8 @@ class BaseStep(ABC, Generic[C]):
     progress_weight: ClassVar[float] = 1.0
     retry: ClassVar[RetryPolicy | None] = None
     resources: ClassVar[StepResources | None] = None
+    # Optional split of this step's share by progress category (normalized).
+    category_weights: ClassVar[Mapping[str, float] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -24,6 +24,16 @@ from tests.core.actions import StepParams
 DUMPERS = [pytest.param(pickle, id="pickle"), pytest.param(cloudpickle, id="cloudpickle")]
 
 
+@pytest.fixture
+def ray_pickler():
+    """Contexts pickle attributes with the pickler the Ray wing installs (cloudpickle)."""
+    from synapse_ray.runtime import pickling
+
+    pickling.use_dumps(cloudpickle.dumps)
+    yield
+    pickling.use_dumps(pickle.dumps)
+
+
 class ListSink:
     """A picklable sink standing in for a remote transport."""
 
@@ -61,7 +71,7 @@ def test_runtime_context_round_trip(dumper):
 
 
 @pytest.mark.parametrize("dumper", DUMPERS)
-def test_train_context_round_trip(dumper):
+def test_train_context_round_trip(dumper, ray_pickler):
     rt = RuntimeContext(run_id="r2")
     ctx = TrainContext(
         runtime_ctx=rt,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from synapse_ray import RunStatus, StepStatus
-from synapse_ray.executors.ray_executor import RayExecutor
+from synapse_ray.executors.ray.executor import RayExecutor
 from tests.ray.actions import StepRayAction, read_notes
 from tests.ray.conftest import alive_actors, wait_until
 

@@ -16,7 +16,7 @@ from synapse_ray import (
     StepStatus,
 )
 from synapse_ray.errors import ClusterError, ConfigurationError
-from synapse_ray.executors.ray_executor import RayExecutor
+from synapse_ray.executors.ray.executor import RayExecutor
 from tests.ray.actions import (
     LockContextAction,
     NoRollbackAction,

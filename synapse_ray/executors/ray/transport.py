@@ -14,8 +14,14 @@ import time
 from typing import Any
 
 from synapse_ray.runtime.progress import ProgressEvent
+from synapse_ray.runtime.progress_state import ProgressState
 
 MAX_IN_FLIGHT = 16
+CALL_TIMEOUT = 10.0  # every blocking call to the aggregator is bounded
+
+# Flags the aggregator's ``push`` answers with.
+CANCELLED = 1
+NEEDS_SEED = 2  # the aggregator holds no plan for the run: it restarted, or evicted the run
 
 _handles: dict[str, Any] = {}
 _handles_lock = threading.Lock()
@@ -55,17 +61,27 @@ class AggregatorRef:
 
 
 class RaySink:
-    """Sends batches with fire-and-forget actor calls; ``sync`` waits for them."""
+    """Sends batches with fire-and-forget actor calls; ``sync`` waits for them.
 
-    def __init__(self, aggregator: AggregatorRef, run_id: str) -> None:
+    On the driver it also folds what it sends into ``mirror``: the driver's
+    own copy of the run (plan, step ends, final tails, run status). When the
+    aggregator is lost, the handle reads the mirror and re-seeds a fresh
+    aggregator from it. The mirror does not travel: a worker's sink has none.
+    """
+
+    def __init__(self, aggregator: AggregatorRef, run_id: str, mirror: bool = False) -> None:
         self.aggregator = aggregator
         self.run_id = run_id
+        self.mirror = ProgressState(run_id=run_id) if mirror else None
         self._in_flight: list[Any] = []
         self._lock = threading.Lock()  # the sender thread and the caller both touch _in_flight
 
     def send(self, events: list[ProgressEvent]) -> None:
         import ray
 
+        if self.mirror is not None:
+            with self._lock:
+                self.mirror.apply(events)
         ref = self.aggregator.handle.push.remote(self.run_id, events)
         with self._lock:
             self._in_flight.append(ref)
@@ -73,18 +89,41 @@ class RaySink:
                 _, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
 
     def take_in_flight(self) -> list[Any]:
-        """Hand over the refs of batches not yet known to have landed (to wait on elsewhere)."""
-        with self._lock:
-            refs, self._in_flight = self._in_flight, []
-        return refs
+        """Hand over the refs of batches not yet known to have landed (to wait on elsewhere).
 
-    def sync(self, timeout: float = 10.0) -> None:
-        """Block until every batch sent so far has been folded in."""
+        Refs that have landed are dropped here: the receiver would only pay a
+        round trip per ref to learn that.
+        """
         import ray
 
-        refs = self.take_in_flight()
+        with self._lock:
+            refs, self._in_flight = self._in_flight, []
         if refs:
-            ray.get(refs, timeout=timeout)
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return refs
+
+    def sync(self, timeout: float = CALL_TIMEOUT) -> int:
+        """Block until every batch sent so far has been folded in; the OR of their flags."""
+        import ray
+
+        with self._lock:
+            refs, self._in_flight = self._in_flight, []
+        flags = 0
+        for flag in ray.get(refs, timeout=timeout) if refs else ():
+            flags |= int(flag)
+        return flags
+
+    def mirror_snapshot(self) -> Any:
+        if self.mirror is None:
+            return None
+        with self._lock:
+            return self.mirror.snapshot()
+
+    def mirror_events(self) -> list[ProgressEvent]:
+        if self.mirror is None:
+            return []
+        with self._lock:
+            return self.mirror.to_events()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"aggregator": self.aggregator, "run_id": self.run_id}
@@ -113,7 +152,8 @@ class AggregatorCancelSource:
             import ray
 
             self._checked = now
-            self._value = bool(ray.get(self.aggregator.handle.is_cancelled.remote(self.run_id), timeout=5))
+            ref = self.aggregator.handle.is_cancelled.remote(self.run_id)
+            self._value = bool(ray.get(ref, timeout=CALL_TIMEOUT))
         return self._value
 
     def __getstate__(self) -> dict[str, Any]:

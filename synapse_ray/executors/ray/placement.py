@@ -12,31 +12,14 @@ import json
 import threading
 from typing import Any
 
-from synapse_ray.errors import ContextPicklingError, RemoteTraceback, RunCancelledError, WorkerCrashedError
-from synapse_ray.executors.ray_remote import remote_step_worker
-from synapse_ray.executors.ray_session import ResourceView
+from synapse_ray.errors import ContextPicklingError, RunCancelledError, WorkerCrashedError
+from synapse_ray.executors.ray.errors import map_ray_errors
+from synapse_ray.executors.ray.remote import remote_step_worker
+from synapse_ray.executors.ray.resources import ResourceView
 from synapse_ray.steps.context import check_picklable
 from synapse_ray.steps.step import BaseStep, StepResult
 
-
-def unwrap_remote(exc: BaseException) -> BaseException:
-    """Turn Ray's wrapper back into the step's own exception, remote traceback attached."""
-    from ray.exceptions import RayTaskError
-
-    if isinstance(exc, RayTaskError):
-        cause = exc.cause if exc.cause is not None else exc
-        if cause is not exc:
-            tb = getattr(exc, "traceback_str", None) or str(exc)
-            if getattr(cause, "remote_traceback", None) is None:
-                try:
-                    cause.remote_traceback = tb  # type: ignore[attr-defined]
-                except AttributeError:
-                    pass
-            if cause.__cause__ is None:
-                cause.__cause__ = RemoteTraceback(tb)
-            cause.__suppress_context__ = True  # Ray's wrapper adds nothing once unwrapped
-        return cause
-    return exc
+ROLLBACK_TIMEOUT = 600.0  # a rollback that hangs must not keep a cancelled run open forever
 
 
 def has_rollback(step: BaseStep[Any]) -> bool:
@@ -120,7 +103,6 @@ class RayActorPlacement:
 
     def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
 
         # The first step waits until the plan has landed, so none of its progress
         # arrives before the aggregator knows the step. Later steps' "running"
@@ -138,24 +120,18 @@ class RayActorPlacement:
             raise
         self._running = actor
         try:
-            outcome, after = ray.get(ref)
+            with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):
+                outcome, after = ray.get(ref)
             outcome.forward_progress(ctx.runtime_ctx.progress)
             return outcome.value, after
-        except RayTaskError as exc:
-            raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
-        except RayActorError as exc:
+        except WorkerCrashedError:
             self._forget(actor)
-            raise WorkerCrashedError(
-                f"The actor running step '{step.name}' (attempt {attempt}) died: {_first_line(exc)}",
-                step=step.name,
-                attempt=attempt,
-            ) from None
+            raise
         finally:
             self._running = None
 
     def rollback_step(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
 
         if not has_rollback(step):
             return ctx
@@ -164,14 +140,8 @@ class RayActorPlacement:
             raise WorkerCrashedError(
                 f"Cannot roll back step '{step.name}': the actor that ran it is gone", step=step.name
             )
-        try:
-            return ray.get(actor.rollback.remote(step, ctx, result))
-        except RayTaskError as exc:
-            raise unwrap_remote(exc)  # noqa: B904 - keeps the remote cause chain
-        except RayActorError as exc:
-            raise WorkerCrashedError(
-                f"Cannot roll back step '{step.name}': its actor died ({_first_line(exc)})", step=step.name
-            ) from None
+        with map_ray_errors(f"Rollback of step '{step.name}'", step=step.name):
+            return ray.get(actor.rollback.remote(step, ctx, result), timeout=ROLLBACK_TIMEOUT)
 
     def _forget(self, actor: Any) -> None:
         with self._lock:
@@ -202,8 +172,3 @@ class RayActorPlacement:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -11,13 +11,14 @@ flushes and waits itself (rare path, simplest ordering).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-from synapse_ray.executors.base import wrap_error
+from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.progress import ProgressEvent
-from synapse_ray.steps.placement import InProcessPlacement
+from synapse_ray.steps.placement import InProcessPlacement, execute_step, rollback_step
 from synapse_ray.steps.step import BaseStep, StepResult
 
 
@@ -39,19 +40,30 @@ class Outcome:
         reporter.forward(self.tail)
 
 
+def _configure_worker_logging() -> None:
+    """Set up a worker process for our code: Ray's pickler for contexts, and logging.
+
+    User code that logs with structlog gets our pipeline (stderr, redaction), not
+    structlog's default (stdout, which the CLI reserves for the result). Free when
+    nothing imported structlog: importing it costs a fresh worker about 100 ms."""
+    use_ray_pickler()
+    if "structlog" in sys.modules:
+        from synapse_ray.runtime.logging import configure_logging
+
+        configure_logging()
+
+
 def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
     """Build the action in this worker and run it, steps in-process."""
+    _configure_worker_logging()
     runtime.step_placement = InProcessPlacement()
     runtime.progress.hold_step_events = True  # the tail of Outcome carries them
     action = cls(params, runtime)
     try:
         value = action.run()
-    except BaseException as exc:
+    except BaseException:
         runtime.progress.close()
-        err = wrap_error(action.action_name, exc)
-        if err is exc:
-            raise
-        raise err from exc
+        raise
     return Outcome(value, *runtime.progress.detach())
 
 
@@ -63,8 +75,9 @@ class StepWorker:
     """
 
     def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
+        _configure_worker_logging()
         try:
-            result = step.execute(ctx)
+            result = execute_step(step, ctx)
         except BaseException:
             ctx.runtime_ctx.progress.close()
             raise
@@ -72,13 +85,17 @@ class StepWorker:
 
     def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
         try:
-            step.rollback(ctx, result)
+            rollback_step(step, ctx, result)
         finally:
             ctx.runtime_ctx.progress.close()
         return ctx
 
-    def run_action(self, cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
-        return run_action(cls, params, runtime)
+
+def use_ray_pickler() -> None:
+    """Contexts pickle with Ray's cloudpickle (file-target classes travel by value)."""
+    from ray import cloudpickle
+
+    pickling.use_dumps(cloudpickle.dumps)
 
 
 _remote: dict[str, Any] = {}

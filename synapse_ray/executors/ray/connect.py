@@ -1,0 +1,192 @@
+"""Connecting to Ray, bounded and with errors that say what to do.
+
+Every check here turns a silent hang into a specific error on the driver: an
+address that does not answer, a stale "current cluster" pointer left by a
+``ray start`` cluster that died without ``ray stop`` (a plain ``ray.init()``
+would retry it for minutes), a token-auth cluster without the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from synapse_ray.errors import ClusterError, ConfigurationError
+from synapse_ray.executors.ray.aggregator import NAMESPACE
+
+_init_lock = threading.Lock()
+
+
+def resolve_address(address: str | None) -> str | None:
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"Ray address {address!r} is an HTTP (dashboard / Jobs API) address; RayExecutor needs "
+            "the cluster address (host:6379 or ray://host:10001). For the Jobs API set "
+            "RAY_API_SERVER_ADDRESS instead of RAY_ADDRESS."
+        )
+    return address
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """Fail within ``timeout`` seconds, naming the address, if nothing listens there."""
+    if address in ("auto", "local"):
+        return
+    target = address if "://" in address else f"tcp://{address}"
+    parsed = urlparse(target)
+    if not parsed.hostname or not parsed.port:
+        raise ConfigurationError(f"Ray address {address!r} must look like host:port (e.g. 127.0.0.1:6379)")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"Ray cluster at {address} did not answer within {timeout:g} s ({exc}). "
+            "Is `ray start --head` running there? Check --address / RAY_ADDRESS.",
+            address=address,
+        ) from None
+
+
+def ensure_ray(
+    address: str | None = None, connect_timeout: float = 15.0, runtime_env: dict[str, Any] | None = None
+) -> bool:
+    """Join the given cluster, or start/join a local one; idempotent.
+
+    Returns True when this call connected the process, with ``runtime_env`` as
+    the job's (Ray uploads local ``working_dir``/``py_modules`` only there).
+    """
+    import ray
+
+    with _init_lock:
+        explicit = resolve_address(address)
+        if ray.is_initialized():
+            if address and address not in ("auto", "local"):
+                _check_same_cluster(address, connect_timeout)
+            return False
+        address = explicit
+        kwargs: dict[str, Any] = {"namespace": NAMESPACE, "ignore_reinit_error": True}
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
+        if address:
+            probe_address(address, connect_timeout)
+            kwargs["address"] = address
+        else:
+            check_current_cluster(connect_timeout)
+            kwargs["include_dashboard"] = False
+        try:
+            ray.init(**kwargs)
+            return True
+        except (ConnectionError, RuntimeError) as exc:
+            raise connect_error(address, exc) from exc
+
+
+AUTH_HINT = (
+    "The cluster uses Ray token authentication: set RAY_AUTH_MODE=token and give the token in "
+    "RAY_AUTH_TOKEN, or a file in RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token, which `ray start` "
+    "on the head node writes)."
+)
+
+
+def connect_error(address: str | None, exc: BaseException) -> ClusterError:
+    """A failed connect as one error that says what to do."""
+    text = str(exc)
+    where = address or "the local machine"
+    if "uthentication" in text or "token" in text.lower():
+        return ClusterError(
+            f"Ray refused the connection to {where}: {text.strip()}. {AUTH_HINT}", address=address
+        )
+    return ClusterError(f"Could not connect to the Ray cluster at {where}: {text.strip()}", address=address)
+
+
+def current_cluster_pointer() -> tuple[Path, str] | None:
+    """Ray's "current cluster" pointer (written by ``ray start``), if one exists."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        path = Path(get_ray_address_file(None))
+    except (ImportError, AttributeError):  # Ray moved it: fall back to its documented place
+        import tempfile
+
+        path = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        address = path.read_text().strip()
+    except OSError:
+        return None
+    return (path, address) if address else None
+
+
+def check_current_cluster(timeout: float) -> None:
+    """With no address, ``ray.init()`` joins the cluster the pointer names: it must answer.
+
+    A pointer to a dead cluster otherwise makes ``ray.init()`` retry it for
+    minutes without a word.
+    """
+    found = current_cluster_pointer()
+    if found is None:
+        return
+    path, address = found
+    try:
+        probe_address(address, timeout)
+    except ClusterError:
+        raise ClusterError(
+            f"No address was given, so Ray would join the cluster its current-cluster pointer names "
+            f"({address}, in {path}), but nothing answers there: a `ray start` cluster ended without "
+            f"`ray stop`. Run `ray stop` (it clears the pointer), or pass address='local' "
+            "(--address local) for a private Ray instance.",
+            address=address,
+        ) from None
+
+
+def route_ray_logs(path: Path) -> None:
+    """Send Ray's own log lines (start-up, warnings) to ``path`` instead of the terminal.
+
+    Ray configures its ``ray`` logger with a stderr handler at import; a live
+    progress display should not be interleaved with them. ``--verbose`` skips this.
+    """
+    import ray  # noqa: F401 - configures the logger we redirect
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("ray")
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+    logger.addHandler(file_handler)
+    logger.propagate = False
+
+
+def local_paths(runtime_env: dict[str, Any] | None) -> list[str]:
+    """Local directories in a runtime_env: Ray uploads them only at ray.init time."""
+    if not runtime_env:
+        return []
+    paths = []
+    working_dir = runtime_env.get("working_dir")
+    if isinstance(working_dir, str) and "://" not in working_dir:
+        paths.append(working_dir)
+    for module in runtime_env.get("py_modules") or []:
+        if isinstance(module, str) and "://" not in module:
+            paths.append(module)
+    return paths
+
+
+def _check_same_cluster(address: str, timeout: float) -> None:
+    """One process joins one cluster: refuse an explicit address that is not the current one."""
+    import ray
+
+    if "://" in address:
+        return  # a ray:// client address names a proxy, not the GCS: nothing to compare
+    probe_address(address, timeout)
+    current = ray.get_runtime_context().gcs_address
+    # Ray rewrites 127.0.0.1 to the machine's address, so hosts may differ in name
+    # only; a different port is a different cluster for sure.
+    if address.rsplit(":", 1)[-1] != current.rsplit(":", 1)[-1]:
+        raise ConfigurationError(
+            f"This process is already connected to the Ray cluster at {current}; it cannot also join "
+            f"{address}. Use one cluster per driver process."
+        )

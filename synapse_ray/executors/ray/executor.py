@@ -1,0 +1,223 @@
+"""``RayExecutor``: the same action on Ray, as one task or one actor per step.
+
+``mode="auto"`` runs a simple action as a task and a step-based action with an
+actor per step; ``"task"`` and ``"actors"`` force one. In actor mode the
+driver runs ``run()`` and the one orchestrator, with a placement that ships
+each step to its actor. In task mode the whole action (orchestrator included)
+runs in one task, and the driver owns the run-level crash budget. Progress
+from every worker flows to the driver's aggregator actor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from synapse_ray.errors import ConfigurationError, WorkerCrashedError
+from synapse_ray.executors.base import Executor
+from synapse_ray.executors.handle import RunHandle
+from synapse_ray.executors.ray.aggregator import NAMESPACE, get_aggregator
+from synapse_ray.executors.ray.connect import ensure_ray, local_paths
+from synapse_ray.executors.ray.errors import map_ray_errors
+from synapse_ray.executors.ray.placement import RayActorPlacement
+from synapse_ray.executors.ray.remote import remote_run_action, use_ray_pickler
+from synapse_ray.executors.ray.resources import ResourceView
+from synapse_ray.executors.ray.shipping import ship_code
+from synapse_ray.executors.ray.source import AggregatorSource
+from synapse_ray.executors.ray.transport import AggregatorCancelSource, AggregatorRef, RaySink
+from synapse_ray.runtime.cancel import CancelToken
+from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.runtime.reporter import ProgressReporter
+from synapse_ray.runtime.status import RunStatus
+from synapse_ray.steps.retry import CrashBudget
+
+if TYPE_CHECKING:
+    from synapse_ray.backend.spec import BackendSpec
+
+MODES = ("auto", "task", "actors")
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.I)
+
+
+class RayExecutor(Executor):
+    """Run actions on a Ray cluster (local when no address is given)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        backend: BackendSpec | None = None,
+        mode: str = "auto",
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        max_retries: int = 3,
+        reuse_actors: bool = True,
+        check_resources: bool = True,
+        connect_timeout: float = 15.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("memory", memory)):
+            if value is not None and (not isinstance(value, int | float) or value < 0):
+                raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not isinstance(connect_timeout, int | float) or connect_timeout <= 0:
+            raise ConfigurationError(
+                f"connect_timeout must be a number of seconds > 0, got {connect_timeout!r}"
+            )
+        _refuse_secrets_in_runtime_env(runtime_env, backend)
+        self.address = address
+        self.backend = backend
+        self.mode = mode
+        self.options: dict[str, Any] = {}
+        if num_cpus is not None:
+            self.options["num_cpus"] = num_cpus
+        if num_gpus is not None:
+            self.options["num_gpus"] = num_gpus
+        if memory is not None:
+            self.options["memory"] = memory
+        if resources:
+            self.options["resources"] = dict(resources)
+        self.runtime_env = runtime_env
+        self._task_env: dict[str, Any] | None = None
+        self.max_retries = max_retries
+        self.reuse_actors = reuse_actors
+        self.check_resources = check_resources
+        self.connect_timeout = connect_timeout
+        self.env = dict(env or {})
+        self._resources = ResourceView() if check_resources else _NoCheck()
+
+    def connect(self) -> None:
+        """Connect; the runtime_env becomes the job's if we connect, else each task's and actor's."""
+        use_ray_pickler()
+        if ensure_ray(self.address, self.connect_timeout, self.runtime_env) or not self.runtime_env:
+            self._task_env = None
+            self.options.pop("runtime_env", None)
+            return
+        paths = local_paths(self.runtime_env)
+        if paths:
+            raise ConfigurationError(
+                f"runtime_env with local paths ({', '.join(paths)}) must be given when this process "
+                "first connects to Ray (Ray uploads them only then): create this RayExecutor before "
+                "anything else calls ray.init, or call ray.init(runtime_env=...) yourself."
+            )
+        self._task_env = dict(self.runtime_env)
+        self.options["runtime_env"] = self._task_env
+
+    def _start(self, cls: type, params: Any, backend: Any, job_id: str | None, run_id: str) -> RunHandle:
+        self.connect()
+        ship_code(cls, self._task_env)
+        name, aggregator = get_aggregator()
+        agg_ref = AggregatorRef(name, NAMESPACE, aggregator)
+        sink = RaySink(agg_ref, run_id, mirror=True)
+        runtime = RuntimeContext(
+            run_id=run_id,
+            job_id=job_id,
+            env=self.env,
+            backend=backend,
+            progress=ProgressReporter(sink),
+            cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id)),
+            action_name=cls.action_name,
+        )
+        source = AggregatorSource(
+            agg_ref, run_id, sink, backend, job_id, cancelled=lambda: runtime.cancel_token.cancelled
+        )
+        mode = self.mode if self.mode != "auto" else ("actors" if cls.is_step_based() else "task")
+        if mode == "task":
+            self._resources.check(f"Action '{cls.action_name}'", self.options)
+            task = TaskRun(cls, params, runtime, self.options, self.max_retries)
+            if job_id is not None:  # the aggregator becomes the single writer of the job's progress
+                aggregator.attach_job.remote(run_id, backend, job_id)
+            return RunHandle(runtime, source, kill=task.kill).start(task)
+        placement = RayActorPlacement(
+            self.options, reuse=self.reuse_actors, resources=self._resources, crash_retries=self.max_retries
+        )
+        runtime.step_placement = placement
+        action = cls(params, runtime)
+        steps, ctx, _ = action.prepare_run()
+        placement.validate(steps, ctx)  # bad input fails here, before any actor starts
+        if job_id is not None:
+            aggregator.attach_job.remote(run_id, backend, job_id)
+
+        def work() -> Any:
+            runtime.progress.run_status(RunStatus.RUNNING.value)
+            return action.run()
+
+        return RunHandle(runtime, source, kill=placement.kill_running).start(work)
+
+
+class TaskRun:
+    """The whole action as one Ray task; a dead worker costs one run-level retry.
+
+    The task itself is never retried by Ray (``max_retries=0``): Ray would
+    restart the in-task orchestrator silently at attempt 1. The driver keeps
+    the crash budget and numbers the whole run's attempts (``run_attempt``),
+    which progress and the action see.
+    """
+
+    def __init__(
+        self, cls: type, params: Any, runtime: RuntimeContext, options: dict[str, Any], max_retries: int
+    ) -> None:
+        self.cls = cls
+        self.params = params
+        self.runtime = runtime
+        self.options = options
+        self.max_retries = max_retries
+        self._ref: Any = None
+
+    def __call__(self) -> Any:
+        import ray
+
+        task = remote_run_action().options(max_retries=0, retry_exceptions=False, **self.options)
+        crashes = CrashBudget(self.max_retries)
+        rt = self.runtime
+        while True:
+            self._ref = task.remote(self.cls, self.params, rt)
+            try:
+                with map_ray_errors(f"Action '{rt.action_name}'", attempt=rt.run_attempt):
+                    outcome = ray.get(self._ref)
+            except WorkerCrashedError as exc:
+                if rt.cancelled or not crashes.spend():
+                    raise
+                rt.logger.warning("run_retry_after_crash", run_attempt=rt.run_attempt, error=str(exc))
+                rt.run_attempt += 1
+                continue
+            finally:
+                self._ref, ref = None, self._ref
+                del ref
+            outcome.forward_progress(rt.progress)  # ahead of the final status the handle sends
+            return outcome.value
+
+    def kill(self) -> None:
+        """The cancel fallback: stop the task (its worker is killed)."""
+        import ray
+
+        ref = self._ref
+        if ref is not None:
+            ray.cancel(ref, force=True)
+
+
+class _NoCheck(ResourceView):
+    def check(self, what: str, options: dict[str, Any]) -> None:
+        return None
+
+
+def _refuse_secrets_in_runtime_env(runtime_env: dict[str, Any] | None, backend: Any) -> None:
+    env_vars = (runtime_env or {}).get("env_vars") or {}
+    token = backend.token.get_secret_value() if backend is not None and backend.token else None
+    leaked = [
+        k for k, v in env_vars.items() if _SECRET_NAME.search(k) or (token is not None and token in str(v))
+    ]
+    if leaked:
+        raise ConfigurationError(
+            f"runtime_env.env_vars must not carry secrets ({', '.join(leaked)}): runtime_env is "
+            "visible in the Ray dashboard and job metadata. Pass backend=BackendSpec(...) instead; "
+            "the token then travels as a task argument."
+        )
+
+
+# The one handle class, under the name this module exported before.
+RayRunHandle = RunHandle

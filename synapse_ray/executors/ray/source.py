@@ -1,0 +1,132 @@
+"""The driver's view of a run on Ray: the aggregator, with the driver's own copy behind it.
+
+Every read is bounded (``CALL_TIMEOUT``). While the aggregator answers, it is
+the source of truth. If it is gone for good (killed, its node lost), reads
+fall back to the driver's mirror (plan, step ends, final tails, status), and
+the run's final job record is written from that mirror by the driver, so a
+run always completes with the right result, status and record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synapse_ray.errors import ProgressUnavailableError, RayTimeoutError, WorkerCrashedError
+from synapse_ray.executors.ray.aggregator import forget_aggregator
+from synapse_ray.executors.ray.errors import map_ray_errors
+from synapse_ray.executors.ray.transport import CALL_TIMEOUT, NEEDS_SEED, AggregatorRef, RaySink
+from synapse_ray.runtime.job_writer import JobProgressWriter
+from synapse_ray.runtime.logging import get_logger
+from synapse_ray.runtime.progress import ProgressSnapshot
+
+
+class AggregatorSource:
+    def __init__(
+        self,
+        aggregator: AggregatorRef,
+        run_id: str,
+        sink: RaySink | None = None,
+        backend: Any = None,
+        job_id: str | None = None,
+        cancelled: Any = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.run_id = run_id
+        self.sink = sink
+        self.backend = backend
+        self.job_id = job_id
+        self._cancelled = cancelled  # callable: the driver's cancel flag, for re-seeding
+        self._lost = False
+
+    # -- reads -------------------------------------------------------------
+    def _call(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        import ray
+
+        with map_ray_errors(f"Progress aggregator '{self.aggregator.name}'"):
+            ref = getattr(self.aggregator.handle, method).remote(self.run_id, *args)
+            return ray.get(ref, timeout=timeout)
+
+    def _read(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        if not self._lost:
+            try:
+                return self._call(method, *args, timeout=timeout)
+            except WorkerCrashedError:
+                self._lose()
+        if self.sink is not None and self.sink.mirror is not None:
+            return None
+        raise ProgressUnavailableError(
+            f"The progress aggregator '{self.aggregator.name}' of run {self.run_id} is gone, "
+            "and this process holds no copy of the run's progress."
+        )
+
+    def snapshot(self) -> ProgressSnapshot:
+        snap = self._read("snapshot")
+        return snap if snap is not None else self._mirror()
+
+    def wait_for_update(self, version: int, timeout: float) -> ProgressSnapshot:
+        snap = self._read("wait_for_update", version, timeout, timeout=timeout + CALL_TIMEOUT)
+        return snap if snap is not None else self._mirror()
+
+    def logs(self) -> list[dict[str, Any]]:
+        logs = self._read("logs")
+        if logs is not None:
+            return logs
+        assert self.sink is not None and self.sink.mirror is not None
+        return list(self.sink.mirror.logs)
+
+    def request_cancel(self) -> None:
+        if not self._lost:
+            try:
+                self._call("cancel")
+            except WorkerCrashedError:
+                self._lose()
+
+    def _mirror(self) -> ProgressSnapshot:
+        assert self.sink is not None
+        return self.sink.mirror_snapshot()
+
+    def _lose(self) -> None:
+        if not self._lost:
+            self._lost = True
+            forget_aggregator(self.aggregator.name)
+            get_logger("synapse_ray.progress").warning(
+                "aggregator_lost", run_id=self.run_id, aggregator=self.aggregator.name
+            )
+
+    # -- the end of a run ------------------------------------------------------
+    def finish(self, timeout: float) -> None:
+        """The final status was sent: confirm it landed, re-seed if needed, await the job record."""
+        if self.sink is None:
+            return
+        flags = 0
+        if not self._lost:
+            try:
+                with map_ray_errors(f"Progress aggregator '{self.aggregator.name}'"):
+                    flags = self.sink.sync(timeout=timeout)
+            except (WorkerCrashedError, RayTimeoutError):
+                self._lose()
+        if not self._lost and flags & NEEDS_SEED:
+            try:
+                cancelled = bool(self._cancelled()) if self._cancelled is not None else False
+                events = self.sink.mirror_events()
+                self._call("restore", events, cancelled, self.backend, self.job_id, timeout=timeout)
+            except (WorkerCrashedError, RayTimeoutError):
+                self._lose()
+        if self.job_id is None:
+            return
+        if self._lost:
+            self._write_final_from_mirror(timeout)
+            return
+        try:
+            self._call("wait_final_record", timeout, timeout=timeout + CALL_TIMEOUT)
+        except (WorkerCrashedError, RayTimeoutError):
+            self._lose()
+            self._write_final_from_mirror(timeout)
+
+    def _write_final_from_mirror(self, timeout: float) -> None:
+        snap = self.sink.mirror_snapshot() if self.sink is not None else None
+        if snap is None or self.backend is None or self.job_id is None:
+            return
+        writer = JobProgressWriter(self.backend, self.job_id)
+        writer.offer(snap)
+        writer.wait_final(timeout)
