@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
+def _fallback(value: Any) -> Any:
+    """What pydantic's encoder does not know: numpy scalars and arrays, else the repr."""
     item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
+    if callable(item) and getattr(value, "shape", None) == ():
         return item()
     tolist = getattr(value, "tolist", None)  # numpy arrays
     if callable(tolist):
@@ -29,7 +20,8 @@ def _default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=_default, indent=2, sort_keys=True)
+    """Results as JSON: models, dataclasses, paths, sets, datetimes and numpy values included."""
+    return json.dumps(to_jsonable_python(value, fallback=_fallback), indent=2, sort_keys=True)
 
 
 def error_paragraph(exc: BaseException, run_id: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ def parse_params(raw: str | None) -> dict[str, Any]:
 @click.option("--job-id", default=None, help="Also write progress and status to this backend job.")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; print only the result.")
 @click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Ray only. Show Ray's own start-up lines and warnings (default: they go to a log file).",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -95,6 +102,7 @@ def run(
     num_gpus: float | None,
     job_id: str | None,
     quiet: bool,
+    verbose: bool,
     output: Path | None,
     data_dir: Path | None,
 ) -> None:
@@ -122,7 +130,17 @@ def run(
     except (TargetError, ParamsValidationError, ConfigurationError, ValueError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    if executor == "ray" and not verbose:
+        log_file = ray_log_file()
+        route_ray_logs(log_file)
+        click.echo(f"Ray's own log lines go to {log_file} (--verbose shows them)", err=True)
+    # stdout carries the result JSON only. Ray forwards workers' prints to this
+    # process's stdout, at any time until the process exits: from here on they
+    # (and anything else printed) go to stderr; the result goes to the real stdout.
+    result_out = sys.stdout
+    sys.stdout = sys.stderr
     with ExitStack() as stack:
+        stack.enter_context(runner)  # on the way out: wait (bounded) for pending final job records
         if spec is None:
             server = stack.enter_context(start_embedded(data_dir))
             spec = server.spec
@@ -148,4 +166,17 @@ def run(
     text = to_json(result)
     if output is not None:
         output.write_text(text + "\n")
-    click.echo(text)
+    click.echo(text, file=result_out)
+
+
+def ray_log_file() -> Path:
+    """Where Ray's own log lines go for this CLI run (next to the embedded backend's data)."""
+    from synapse_ray.backend import default_data_dir
+
+    return default_data_dir() / "logs" / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def route_ray_logs(path: Path) -> None:
+    from synapse_ray.executors.ray.connect import route_ray_logs as route
+
+    route(path)

@@ -89,12 +89,30 @@ def get_logger(name: str, **bound: Any) -> Any:
     return structlog.get_logger(name).bind(**bound) if bound else structlog.get_logger(name)
 
 
+def _install_redaction(structlog: Any) -> None:
+    """Put the redaction processor into an application's own pipeline, before its renderer.
+
+    An application that configured structlog first keeps its format and
+    destination, but secrets are still cut out of everything logged through it.
+    """
+    processors = list(structlog.get_config().get("processors") or [])
+    if redact_processor in processors:
+        return
+    at = max(0, len(processors) - 1)  # the last processor renders; redact before it
+    processors.insert(at, redact_processor)
+    structlog.configure(processors=processors)
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None, force: bool = False) -> None:
-    """Install our pipeline unless the application configured structlog itself."""
+    """Install our pipeline; if the application configured structlog itself, add redaction to its."""
     global _configured
     import structlog
 
-    if (_configured or structlog.is_configured()) and not force:
+    if _configured and not force:
+        return
+    if structlog.is_configured() and not force:
+        _install_redaction(structlog)  # the application's pipeline stays; ours only adds redaction
+        _configured = True
         return
     if json is None:
         json = not sys.stderr.isatty()

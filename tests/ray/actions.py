@@ -48,11 +48,14 @@ class RayParams(BaseModel):
     slow_train_s: float = 0.0
     upload: bool = False
     dataset_id: int | None = None
+    shout: str | None = None  # printed on the worker's stdout
 
 
 class SimpleRayAction(BaseTrainAction[RayParams]):
     def execute(self) -> dict[str, Any]:
         p = self.params
+        if p.shout:
+            print(p.shout, flush=True)
         note(p.log, event="execute")
         self.set_progress(1, 2, self.progress.TRAIN)
         if p.crash_once and not os.path.exists(p.crash_once):
@@ -61,7 +64,12 @@ class SimpleRayAction(BaseTrainAction[RayParams]):
         if p.fail_at == "execute":
             raise KeyError("missing column")
         self.set_progress(2, 2, self.progress.TRAIN)
-        out: dict[str, Any] = {"where": where(), "has_token": self.runtime_ctx.backend is not None}
+        out: dict[str, Any] = {
+            "where": where(),
+            "has_token": self.runtime_ctx.backend is not None,
+            "run_attempt": self.runtime_ctx.run_attempt,
+            "env": os.environ.get("SYNAPSE_TEST_ENV"),
+        }
         if p.upload:
             model_file = self.runtime_ctx.work_dir / "model.bin"
             model_file.write_bytes(b"weights" * 100)
@@ -82,7 +90,14 @@ class RecStep(BaseStep[TrainContext]):
 
     def execute(self, ctx: TrainContext) -> StepResult:
         p: RayParams = ctx.params
-        note(p.log, event="execute", step=self.name, attempt=ctx.attempt)
+        note(
+            p.log,
+            event="execute",
+            step=self.name,
+            attempt=ctx.attempt,
+            seen=list(getattr(ctx, "visited", [])),
+            env=os.environ.get("SYNAPSE_TEST_ENV"),
+        )
         ctx.set_progress(1, 3, self.name)
         if p.crash_once == self.name and ctx.attempt == 1:
             os._exit(1)
@@ -119,6 +134,17 @@ class StepRayAction(BaseTrainAction[RayParams]):
             RecStep("train", retry=crash_policy, resources=StepResources(resources=p.pin) if p.pin else None)
         )
         registry.register(RecStep("upload"))
+
+
+class StepRayActionPlain(StepRayAction):
+    """The same three steps, none with a retry policy: crash retries alone decide."""
+
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        for name in ("load", "train", "upload"):
+            registry.register(RecStep(name))
+
+    def summarize(self, ctx: TrainContext) -> dict[str, Any]:
+        return {**super().summarize(ctx), "visited": list(getattr(ctx, "visited", []))}
 
 
 class NoRollbackStep(BaseStep[TrainContext]):

@@ -1,0 +1,221 @@
+"""Lifecycle pieces that need no Ray process: layering, sender, state, logging, targets."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import gc
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+from synapse_ray import ClusterError, LocalExecutor, RunStatus
+from synapse_ray.runtime.progress import PLAN, PROGRESS, RUN, STEP, ProgressEvent, ProgressPlan
+from synapse_ray.runtime.progress_state import ProgressState
+from synapse_ray.runtime.reporter import _SENDER, ProgressReporter
+from tests.conftest import REPO
+from tests.core.actions import AddAction
+
+
+def _imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", ["runtime", "steps"])
+def test_runtime_and_steps_never_import_ray(package):
+    offenders = {
+        str(path.relative_to(REPO)): sorted(
+            n for n in _imports_of(path) if n == "ray" or n.startswith("ray.")
+        )
+        for path in (REPO / "synapse_ray" / package).rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert offenders  # the scan saw files
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.events: list[ProgressEvent] = []
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        self.events.extend(events)
+
+
+def test_sender_restarts_after_its_thread_died():
+    reporter = ProgressReporter(_ListSink(), interval=0.01)
+    reporter.update("train", 1, 2)
+    deadline = time.monotonic() + 5
+    while not reporter.sink.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reporter.sink.events
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    _SENDER._thread = dead  # as if the sender thread had died
+    reporter.update("train", 2, 2)
+    deadline = time.monotonic() + 5
+    while reporter.sink.events[-1].current != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reporter.sink.events[-1].current == 2
+    assert _SENDER._thread is not dead and _SENDER._thread.is_alive()
+
+
+def test_sender_holds_no_reporter_once_sent():
+    reporter = ProgressReporter(_ListSink(), interval=0.01)
+    reporter.update("train", 1, 2)
+    ref = weakref.ref(reporter)
+    deadline = time.monotonic() + 5
+    while _SENDER.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    del reporter
+    gc.collect()
+    assert ref() is None  # nothing in the sender keeps a finished reporter alive
+
+
+def test_a_new_run_attempt_restarts_steps_and_drops_stragglers():
+    state = ProgressState(run_id="r")
+    plan = ProgressPlan.from_weights([("execute", 1.0)])
+    state.apply(
+        [ProgressEvent(PLAN, data=plan.to_data()), ProgressEvent(STEP, "execute", 1, status="running")]
+    )
+    state.apply([ProgressEvent(PROGRESS, "execute", 1, "train", 1, 2)])
+    assert state.snapshot().overall == 50.0
+    state.apply([ProgressEvent(PLAN, data=plan.to_data(), run_attempt=2)])
+    snap = state.snapshot()
+    assert snap.run_attempt == 2 and snap.steps["execute"].status.value == "pending"
+    assert snap.overall == 50.0  # overall never goes backwards
+    state.apply([ProgressEvent(STEP, "execute", 1, status="failed", run_attempt=1)])  # late, old attempt
+    assert state.snapshot().steps["execute"].status.value == "pending"
+
+
+def test_state_rebuilds_from_its_own_events():
+    state = ProgressState(run_id="r")
+    plan = ProgressPlan.from_weights([("a", 1.0), ("b", 1.0)])
+    state.apply(
+        [
+            ProgressEvent(PLAN, data=plan.to_data()),
+            ProgressEvent(STEP, "a", 1, status="running"),
+            ProgressEvent(PROGRESS, "a", 1, "load", 3, 3),
+            ProgressEvent(STEP, "a", 1, status="succeeded"),
+            ProgressEvent(STEP, "b", 2, status="running"),
+            ProgressEvent(RUN, status="FAILED", data={"error": "boom"}),
+        ]
+    )
+    copy = ProgressState(run_id="r")
+    copy.apply(state.to_events())
+    a, b = state.snapshot(), copy.snapshot()
+    assert (b.status, b.error, b.overall) == (a.status, a.error, a.overall)
+    assert {k: (s.status, s.attempt) for k, s in b.steps.items()} == {
+        k: (s.status, s.attempt) for k, s in a.steps.items()
+    }
+    assert b.categories == a.categories
+
+
+def test_aggregator_evicts_abandoned_runs_and_asks_for_a_seed():
+    from synapse_ray.executors.ray.aggregator import ProgressAggregator
+    from synapse_ray.executors.ray.transport import NEEDS_SEED
+
+    async def scenario() -> None:
+        agg = ProgressAggregator(abandon_after=0.05)
+        plan = ProgressPlan.from_weights([("execute", 1.0)])
+        await agg.push("old", [ProgressEvent(PLAN, data=plan.to_data())])
+        await asyncio.sleep(0.1)
+        await agg.push("new", [ProgressEvent(PLAN, data=plan.to_data())])  # eviction runs on new state
+        assert (await agg.stats())["runs"] == 1
+        # the abandoned run's driver comes back with its final status: it is told to re-seed
+        flags = await agg.push("old", [ProgressEvent(RUN, status="SUCCEEDED")])
+        assert flags & NEEDS_SEED
+        await agg.restore(
+            "old", [ProgressEvent(PLAN, data=plan.to_data()), ProgressEvent(RUN, status="SUCCEEDED")], False
+        )
+        assert (await agg.snapshot("old")).status is RunStatus.SUCCEEDED
+
+    asyncio.run(scenario())
+
+
+def test_stale_current_cluster_pointer_is_a_clear_error(tmp_path, monkeypatch):
+    import socket
+
+    from synapse_ray.executors.ray import connect
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pointer = tmp_path / "ray_current_cluster"
+    pointer.write_text(f"127.0.0.1:{port}")
+    monkeypatch.setattr(connect, "current_cluster_pointer", lambda: (pointer, f"127.0.0.1:{port}"))
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        connect.check_current_cluster(2.0)
+    assert time.monotonic() - started < 10
+    text = str(info.value)
+    assert f"127.0.0.1:{port}" in text and "ray stop" in text and "address='local'" in text
+
+
+def test_local_env_is_set_for_the_action_and_restored():
+    os.environ.pop("SYNAPSE_TEST_ENV", None)
+
+    class EnvAction(AddAction):
+        def execute(self):
+            return os.environ.get("SYNAPSE_TEST_ENV")
+
+    assert LocalExecutor(env={"SYNAPSE_TEST_ENV": "on"}).execute(EnvAction, {"a": 1}) == "on"
+    assert "SYNAPSE_TEST_ENV" not in os.environ
+
+
+def test_redaction_is_added_to_an_application_pipeline():
+    import structlog
+
+    from synapse_ray.runtime import logging as ours
+
+    seen: list[dict] = []
+
+    def capture(logger, method, event_dict):
+        seen.append(dict(event_dict))
+        raise structlog.DropEvent
+
+    old = structlog.get_config()
+    try:
+        structlog.reset_defaults()
+        structlog.configure(processors=[structlog.processors.add_log_level, capture])
+        ours._configured = False
+        ours.register_secret("app-secret-token-123")
+        ours.configure_logging()
+        structlog.get_logger("app").info("hello", detail="uses app-secret-token-123 here", token="x")
+    finally:
+        structlog.configure(**old)
+        ours._configured = False
+        ours.configure_logging(force=True)
+    assert seen and "app-secret-token-123" not in str(seen)
+    assert seen[0]["token"] == ours.MASK
+
+
+def test_file_target_has_a_stable_name_and_is_reimported_when_edited(tmp_path):
+    from synapse_ray.targets import file_module_name, load_action
+
+    path = tmp_path / "act.py"
+    source = (
+        "from pydantic import BaseModel\n"
+        "from synapse_ray import BaseAction\n"
+        "class P(BaseModel):\n    a: int = 0\n"
+        "class A(BaseAction[P]):\n    def execute(self):\n        return {VALUE}\n"
+    )
+    path.write_text(source.replace("{VALUE}", "1"))
+    first = load_action(f"{path}:A")
+    assert first.__module__ == file_module_name(path.resolve())
+    assert load_action(f"{path}:A") is first  # unchanged file: same class
+    path.write_text(source.replace("{VALUE}", "22"))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    second = load_action(f"{path}:A")
+    assert second is not first
+    assert LocalExecutor().execute(second, {}) == 22

@@ -1,0 +1,183 @@
+"""The run lifecycle on Ray: runs finish on their own, survive a lost aggregator,
+type worker deaths, count crash retries per mode, and carry context and env."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from synapse_ray import RunStatus, StepStatus, WorkerCrashedError
+from synapse_ray.backend import BackendClient
+from synapse_ray.cli import main
+from synapse_ray.errors import ProgressUnavailableError
+from synapse_ray.executors.ray.aggregator import NAMESPACE
+from synapse_ray.executors.ray.executor import RayExecutor
+from synapse_ray.executors.ray.source import AggregatorSource
+from synapse_ray.executors.ray.transport import AggregatorRef
+from tests.ray.actions import SimpleRayAction, StepRayAction, StepRayActionPlain, read_notes
+from tests.ray.conftest import wait_until
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+
+
+def _new_job(server) -> int:
+    with BackendClient(server.spec) as client:
+        return client.create_job({"action": "lifecycle"})["id"]
+
+
+def _record(server, job_id: int) -> dict:
+    with BackendClient(server.spec) as client:
+        return client.get_job(job_id)
+
+
+def test_task_run_nobody_polls_still_writes_its_final_job_record(backend_server):
+    job_id = _new_job(backend_server)
+    handle = RayExecutor(backend=backend_server.spec).submit(SimpleRayAction, {}, job_id=job_id)
+    # nothing reads the handle: the run must finish on its own
+    record = wait_until(
+        lambda: (r := _record(backend_server, job_id))["status"] == "succeeded" and r, timeout=60
+    )
+    assert record["progress_record"]["overall"] == 100.0
+    assert record["progress_record"]["steps"]["execute"]["status"] == "succeeded"
+    del handle
+
+
+def test_run_completes_when_its_aggregator_is_killed_mid_run(backend_server, tmp_path):
+    import ray
+
+    log = str(tmp_path / "log")
+    job_id = _new_job(backend_server)
+    executor = RayExecutor(backend=backend_server.spec, reuse_actors=False)
+    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": 2.0}, job_id=job_id)
+    wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
+    name = handle.source.aggregator.name
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+
+    result = handle.result(timeout=120)
+    assert result["success"] and result["steps_executed"] == 3
+    assert handle.status() is RunStatus.SUCCEEDED
+    snap = handle.progress()  # read from the driver's copy: the aggregator is gone
+    assert snap.status is RunStatus.SUCCEEDED and snap.overall == 100.0
+    record = _record(backend_server, job_id)
+    assert record["status"] == "succeeded"
+    assert {s["status"] for s in record["progress_record"]["steps"].values()} == {"succeeded"}
+    # the next run on this driver gets a new aggregator under a new name
+    handle2 = RayExecutor().submit(SimpleRayAction, {})
+    assert handle2.result(timeout=60)["where"]
+    assert handle2.source.aggregator.name != name
+    assert handle2.progress().status is RunStatus.SUCCEEDED
+
+
+def test_unreachable_aggregator_without_a_copy_is_a_library_error():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Gone:
+        def ping(self):
+            return True
+
+        def snapshot(self, run_id):
+            return None
+
+    actor = Gone.options(name="gone-aggregator", namespace=NAMESPACE).remote()
+    ray.get(actor.ping.remote())
+    ray.kill(actor)
+    source = AggregatorSource(AggregatorRef("gone-aggregator", NAMESPACE, actor), "run-x")
+    with pytest.raises(ProgressUnavailableError, match="gone-aggregator"):
+        source.snapshot()
+
+
+@pytest.mark.parametrize("mode", ["task", "actors"])
+def test_a_worker_that_dies_raises_worker_crashed_with_its_cause(mode, tmp_path):
+    from ray.exceptions import RayError
+
+    if mode == "task":
+        action, params = SimpleRayAction, {"crash_once": str(tmp_path / "crashed")}
+    else:
+        action, params = StepRayActionPlain, {"crash_once": "train", "log": str(tmp_path / "log")}
+    handle = RayExecutor(mode=mode, max_retries=0, reuse_actors=False).submit(action, params)
+    with pytest.raises(WorkerCrashedError) as info:
+        handle.result(timeout=120)
+    chain, err = [], info.value.__cause__
+    assert err is not None
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    assert any(isinstance(e, RayError) for e in chain)  # Ray's own error is kept, not dropped
+    assert handle.status() is RunStatus.FAILED
+    if mode == "actors":
+        assert info.value.step == "train"
+
+
+def test_task_mode_crash_retry_is_a_new_run_attempt(tmp_path):
+    marker = tmp_path / "crashed"
+    handle = RayExecutor(mode="task", max_retries=1).submit(SimpleRayAction, {"crash_once": str(marker)})
+    result = handle.result(timeout=120)
+    assert marker.exists()  # the first attempt really died
+    assert result["run_attempt"] == 2
+    snap = handle.progress()
+    assert snap.run_attempt == 2 and snap.status is RunStatus.SUCCEEDED
+    assert snap.steps["execute"].attempt == 1  # the step's own count restarts within the new run attempt
+
+
+def test_actor_mode_crash_retry_is_a_new_step_attempt(tmp_path):
+    log = str(tmp_path / "log")
+    handle = RayExecutor(max_retries=1, reuse_actors=False).submit(
+        StepRayActionPlain, {"crash_once": "train", "log": log}
+    )
+    assert handle.result(timeout=120)["success"]
+    assert [n["attempt"] for n in read_notes(log) if n["step"] == "train"] == [1, 2]
+    snap = handle.progress()
+    assert snap.steps["train"].attempt == 2 and snap.steps["train"].status is StepStatus.SUCCEEDED
+    assert snap.run_attempt == 1
+
+
+def test_context_set_on_one_actor_reaches_later_steps_and_the_result(tmp_path):
+    log = str(tmp_path / "log")
+    result = RayExecutor(reuse_actors=False).execute(StepRayActionPlain, {"log": log})
+    notes = {n["step"]: n for n in read_notes(log)}
+    assert len({n["pid"] for n in notes.values()}) == 3  # three processes
+    assert notes["load"]["seen"] == []
+    assert notes["upload"]["seen"] == ["load", "train"]  # set on two other actors, merged on the driver
+    assert result["visited"] == ["load", "train", "upload"]
+
+
+@pytest.mark.parametrize("mode", ["task", "actors"])
+def test_env_is_set_where_the_action_code_runs_and_only_there(mode, tmp_path):
+    log = str(tmp_path / "log")
+    action = SimpleRayAction if mode == "task" else StepRayActionPlain
+    result = RayExecutor(mode=mode, env={"SYNAPSE_TEST_ENV": "on"}).execute(action, {"log": log})
+    seen = [n["env"] for n in read_notes(log) if "step" in n] if mode == "actors" else [result["env"]]
+    assert seen and set(seen) == {"on"}
+    # a later run on the same (reused) workers without env= does not see it
+    log2 = str(tmp_path / "log2")
+    result = RayExecutor(mode=mode).execute(action, {"log": log2})
+    seen = [n["env"] for n in read_notes(log2) if "step" in n] if mode == "actors" else [result["env"]]
+    assert set(seen) == {None}
+
+
+def test_cli_with_job_id_prints_exactly_one_json_document(backend_server):
+    job_id = _new_job(backend_server)
+    env = {"SYNAPSE_HOST": backend_server.url, "SYNAPSE_ACCESS_TOKEN": backend_server.token}
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "tests.ray.actions:SimpleRayAction",
+            "--executor",
+            "ray",
+            "--job-id",
+            str(job_id),
+            "--params",
+            json.dumps({"shout": "hello from the worker"}),
+        ],
+        env=env,
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)  # exactly one document: nothing else on stdout
+    assert out["run_attempt"] == 1
+    assert "Started a local Ray instance" not in res.stderr  # Ray's own lines went to a log file
+    assert _record(backend_server, job_id)["status"] == "succeeded"
