@@ -55,8 +55,10 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
 
 
 def alive_actors(class_name: str) -> list[object]:
+    """Alive actors of the connected cluster (named explicitly: other Ray instances may run here)."""
+    import ray
     from ray.util.state import list_actors
 
-    return [
-        a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.class_name == class_name
-    ]
+    address = ray.get_runtime_context().gcs_address
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a for a in actors if a.class_name == class_name]
