@@ -30,7 +30,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-# Only the fast core: no Ray processes.
+# The tests that start no Ray process (core, backend, examples on the local executor).
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not ray and not cluster and not jobs"
 

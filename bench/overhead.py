@@ -3,10 +3,10 @@
 One run measures five figures, each against its goal, with our code and the
 raw-Ray baseline interleaved so machine noise hits both sides alike:
 
-1. trivial action, task mode, vs ``ray.get(f.remote())``        (ratio <= 2.0x)
-2. 1 s action, task mode, vs a raw task sleeping 1 s            (ratio <= 1.02x)
+1. trivial action, task mode, vs ``ray.get(f.remote())``        (ratio <= 1.6x)
+2. 1 s action, task mode, vs a raw task sleeping 1 s            (ratio <= 1.02x, overhead <= 2 ms)
 3. per-step cost in actor mode, with and without actor reuse,
-   vs raw Ray creating / calling / killing one actor per step   (ratio <= 1.1x, reuse <= 3 ms/step)
+   vs raw Ray creating / calling / killing one actor per step   (ratio <= 1.1x, reuse <= 2.5 ms/step)
 4. aggregator throughput, batches of 100 events                  (>= 50,000 events/s)
 5. set_progress on a worker -> value seen on the driver, p95     (<= 300 ms)
 
@@ -274,7 +274,7 @@ def fig_trivial(ray: Any, ours: Any, by_value: Any, ex: Any, rounds: int) -> lis
     return [
         f"1. trivial action, task mode: ours p50 {m['ours'] * 1e3:.2f} ms {spread(t['ours'], 1e3)}, "
         f"raw p50 {m['raw'] * 1e3:.2f} ms {spread(t['raw'], 1e3)}, n={rounds} each; "
-        f"ratio {ratio:.2f}x (goal <= 2.0x) {verdict(ratio <= 2.0)}",
+        f"ratio {ratio:.2f}x (goal <= 1.6x) {verdict(ratio <= 1.6)}",
         f"    info: same action defined in __main__ (class pickled by value each run): p50 "
         f"{m['by_value'] * 1e3:.2f} ms, ratio {m['by_value'] / m['raw']:.2f}x",
     ]
@@ -294,11 +294,12 @@ def fig_sleep(ray: Any, ours: Any, ex: Any, pairs: int) -> list[str]:
             t[name].append(timed(arms[name])[0])
     m = {k: median(v) for k, v in t.items()}
     ratio = m["ours"] / m["raw"]
+    extra = m["ours"] - m["raw"]
     return [
         f"2. 1 s action, task mode: ours p50 {m['ours'] * 1e3:.1f} ms {spread(t['ours'], 1e3)}, "
         f"raw p50 {m['raw'] * 1e3:.1f} ms {spread(t['raw'], 1e3)}, n={pairs} each; "
-        f"ratio {ratio:.4f}x (+{(m['ours'] - m['raw']) * 1e3:.1f} ms) "
-        f"(goal <= 1.02x) {verdict(ratio <= 1.02)}"
+        f"ratio {ratio:.4f}x (goal <= 1.02x) {verdict(ratio <= 1.02)}; "
+        f"overhead +{extra * 1e3:.1f} ms (goal <= 2 ms) {verdict(extra <= 0.002)}"
     ]
 
 
@@ -384,7 +385,7 @@ def fig_steps(ray: Any, ours: Any, by_value: Any, rounds: int, n: int, n_reuse: 
         f"{spread(per['raw_import'], 1e3)}; ours / that: {m['no_reuse'] / m['raw_import']:.3f}x",
         f"3b. actor mode per step, reuse_actors=True ({n_reuse} steps, {rounds} rounds): "
         f"{m['reuse'] * 1e3:.2f} ms/step {spread(per['reuse'], 1e3, '{:.2f}')} "
-        f"(goal <= 3 ms/step) {verdict(m['reuse'] <= 0.003)}",
+        f"(goal <= 2.5 ms/step) {verdict(m['reuse'] <= 0.0025)}",
         f"    info: raw, one actor, one call per step: {m['raw_calls'] * 1e3:.2f} ms/step; ours with the "
         f"action defined in __main__ (pickled by value): {m['reuse_by_value'] * 1e3:.2f} ms/step",
     ]
