@@ -97,7 +97,9 @@ class ProgressReporter:
         self._warned: set[tuple[str, str]] = set()
         self._dirty = False  # something waits for the sender; set under _lock
         self._closed = False
-        self.last_flush = 0.0
+        # Counted from birth: work shorter than one interval sends nothing on its
+        # own (a Ray worker's events then ride back with its result, for free).
+        self.last_flush = time.monotonic()
         # In a Ray worker whose unsent events ride back with its result, step
         # boundaries need not be pushed at once: the sender (or the result) takes them.
         self.hold_step_events = False
