@@ -81,10 +81,10 @@ class RunHandle:
         if error is not None:
             rt.logger.error("run_failed", error=str(error))
         self._result, self._error, self._final = result, error, status
+        if rt.job_id is None:
+            self._done.set()  # no record to wait for: the caller need not wait for the bookkeeping
         try:
             rt.progress.run_status(status.value, str(error) if error else None)
-            if rt.job_id is None:
-                self._done.set()  # no record to wait for: the caller need not wait for the bookkeeping
             self.source.finish(FINAL_RECORD_TIMEOUT)  # with a job, its record shows the outcome first
         except Exception as exc:  # noqa: BLE001 - reporting must never lose the outcome
             rt.logger.warning("final_progress_failed", error=f"{type(exc).__name__}: {exc}")
@@ -103,7 +103,7 @@ class RunHandle:
     # -- reading -----------------------------------------------------------------
     def status(self) -> RunStatus:
         if self._done.is_set():
-            return self._final or RunStatus.FAILED
+            return self._final or RunStatus.FAILED  # known here before the holder has it
         return self.source.snapshot().status
 
     def progress(self) -> ProgressSnapshot:

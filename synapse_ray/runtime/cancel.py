@@ -23,9 +23,19 @@ class CancelSource(Protocol):
 
 
 class CancelToken:
-    def __init__(self, source: CancelSource | None = None) -> None:
+    """A run's cancel flag.
+
+    ``source`` is where another process learns of a cancel (the Ray
+    aggregator). The process that owns the run (the driver) is where cancel is
+    requested, so its own flag is the truth there: with ``local=True`` it never
+    asks the source (a round trip each time), and the copies it ships to
+    workers do.
+    """
+
+    def __init__(self, source: CancelSource | None = None, local: bool = False) -> None:
         self._event = threading.Event()
         self.source = source
+        self._ask = source is not None and not local
         self.reason: str | None = None
 
     def cancel(self, reason: str | None = None) -> None:
@@ -36,7 +46,7 @@ class CancelToken:
     def cancelled(self) -> bool:
         if self._event.is_set():
             return True
-        if self.source is not None:
+        if self._ask:
             try:
                 if self.source.is_cancelled():
                     self.cancel("cancelled by driver")
@@ -55,7 +65,7 @@ class CancelToken:
         With a remote source the sleep is cut into short slices so a driver's
         cancel is seen in another process too, not only a local one.
         """
-        if self.source is None:
+        if not self._ask:
             return self._event.wait(timeout) or self.cancelled
         deadline = time.monotonic() + timeout
         while True:

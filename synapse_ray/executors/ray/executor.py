@@ -119,7 +119,8 @@ class RayExecutor(Executor):
             env=self.env,
             backend=backend,
             progress=ProgressReporter(sink),
-            cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id)),
+            # the driver's own flag is the truth here; workers ask the aggregator
+            cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id), local=True),
             action_name=cls.action_name,
         )
         source = AggregatorSource(
