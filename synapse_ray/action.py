@@ -15,9 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from synapse_ray.errors import ConfigurationError, ParamsValidationError
 from synapse_ray.runtime.context import RuntimeContext
-from synapse_ray.runtime.logging import redact_processor
+from synapse_ray.runtime.logging import get_logger
 from synapse_ray.steps.context import BaseStepContext
 from synapse_ray.steps.orchestrator import Orchestrator
+from synapse_ray.steps.params import params_dict
 from synapse_ray.steps.placement import InProcessPlacement
 from synapse_ray.steps.registry import StepRegistry
 from synapse_ray.steps.retry import RetryPolicy
@@ -60,6 +61,12 @@ class BaseAction(Generic[P]):
     category: ClassVar[str] = ""
     params_model: ClassVar[type[BaseModel] | None] = None
     result_model: ClassVar[type[BaseModel] | None] = None
+    # A result that does not match result_model is logged and returned (as upstream);
+    # True fails the run instead (also settable per run: Executor(strict_result=True)).
+    strict_result: ClassVar[bool] = False
+    # Upstream's type markers (synapse_ray.types): declarations only.
+    input_type: ClassVar[type | None] = None
+    output_type: ClassVar[type | None] = None
     retry: ClassVar[RetryPolicy | None] = None
     # Simple actions: share of overall progress per category (None: latest update).
     progress_weights: ClassVar[dict[str, float] | None] = None
@@ -82,6 +89,11 @@ class BaseAction(Generic[P]):
     @property
     def ctx(self) -> RuntimeContext:
         return self.runtime_ctx
+
+    @property
+    def logger(self) -> Any:
+        """The run's structlog logger, bound with run, action, step and attempt."""
+        return self.runtime_ctx.logger
 
     # -- params --------------------------------------------------------
     @classmethod
@@ -131,7 +143,8 @@ class BaseAction(Generic[P]):
         return cls.setup_steps is not BaseAction.setup_steps
 
     def create_context(self) -> BaseStepContext:
-        return BaseStepContext(runtime_ctx=self.runtime_ctx, params=self.params)
+        """Steps get the params as a dict (as upstream), readable as attributes too."""
+        return BaseStepContext(runtime_ctx=self.runtime_ctx, params=params_dict(self.params))
 
     def execute(self) -> Any:
         raise NotImplementedError(
@@ -176,33 +189,67 @@ class BaseAction(Generic[P]):
         return {}
 
     def check_result(self, result: Any) -> Any:
-        if self.result_model is None or isinstance(result, self.result_model):
+        """Validate against ``result_model``: a valid result comes back as the model; a mismatch
+        is a warning and the result is returned unchanged (as upstream), unless
+        ``strict_result`` is set on the action or the run, which fails it."""
+        model = self.result_model
+        if model is None or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return result  # upstream's NoResult marker (or none): nothing to check
+        if isinstance(result, model):
             return result
         try:
-            return self.result_model.model_validate(result)
+            validated = model.model_validate(result)
         except ValidationError as exc:
-            raise ConfigurationError(
+            message = (
                 f"Action {type(self).__name__} returned a result that does not match "
-                f"result_model: {format_validation_error(self.result_model, exc)}"
-            ) from None
+                f"result_model: {format_validation_error(model, exc)}"
+            )
+            if self.strict_result or self.runtime_ctx.strict_result:
+                raise ConfigurationError(message) from None
+            get_logger("synapse_ray").warning("result_mismatch", action=self.action_name, detail=message)
+            return result
+        return validated
 
-    # -- progress, logs, metrics ---------------------------------------
+    # -- progress, logs, metrics (all go to the run's single writer) ----
     def set_progress(self, current: float, total: float, category: str | None = None) -> None:
         self.runtime_ctx.progress.update(category or "default", current, total)
 
-    def log(self, event: str, data: Mapping[str, Any] | None = None) -> None:
-        payload = dict(data or {})
-        self.runtime_ctx.logger.info(event, **payload)
-        # the entry is kept by the aggregator and shown by handle.logs(): redact it like a log line
-        self.runtime_ctx.progress.log_entry(redact_processor(None, "info", {"event": event, "data": payload}))
+    def log(self, event: str, data: Mapping[str, Any] | None = None, file: str | None = None) -> None:
+        """A log entry (shown by ``handle.logs()``, sent to the job's logs); ``file`` goes with it."""
+        self.runtime_ctx.log(event, dict(data or {}), file)
 
-    def log_metric(self, name: str, value: Any, category: str | None = None) -> None:
+    def log_message(self, message: str | dict[str, str], level: Any = "info", **fmt: Any) -> None:
+        self.runtime_ctx.log_message(message, level, **fmt)
+
+    def log_dev_event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        self.runtime_ctx.log_dev_event(message, data)
+
+    def log_metric(self, *args: Any, **kwargs: Any) -> None:
+        """Two call shapes: upstream's ``log_metric(category, key, value, **metrics)`` (a metric
+        timeline entry plus latest values) and ours, ``log_metric(name, value, category=None)``."""
+        if len(args) >= 3 or "key" in kwargs or (len(args) == 2 and "value" in kwargs):
+            names = ("category", "key", "value")
+            bound = dict(zip(names, args, strict=False))
+            for name in names[len(args) :]:
+                if name not in kwargs:
+                    raise TypeError(f"log_metric() missing argument {name!r}")
+                bound[name] = kwargs.pop(name)
+            self.runtime_ctx.log_metric(bound["category"], bound["key"], bound["value"], **kwargs)
+            return
+        if len(args) != 2 and not (
+            {"name", "value"} <= kwargs.keys() or (len(args) == 1 and "value" in kwargs)
+        ):
+            raise TypeError(
+                "log_metric(category, key, value, **metrics) or log_metric(name, value, category=None)"
+            )
+        name = args[0] if args else kwargs.pop("name")
+        value = args[1] if len(args) > 1 else kwargs.pop("value")
+        category = kwargs.pop("category", None)
         key = f"{category}.{name}" if category else name
         self.runtime_ctx.progress.metric({key: value})
 
     def set_metrics(self, values: Mapping[str, Any], category: str | None = None) -> None:
-        prefix = f"{category}." if category else ""
-        self.runtime_ctx.progress.metric({f"{prefix}{k}": v for k, v in values.items()})
+        self.runtime_ctx.set_metrics(dict(values), category)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} action={self.action_name!r} run_id={self.runtime_ctx.run_id!r}>"

@@ -79,7 +79,20 @@ class ConfigurationError(SynapseRayError, ValueError):
     """Bad input caught before anything runs: a target, an option, a value."""
 
 
-class ParamsValidationError(SynapseRayError, ValueError):
+class ValidationError(SynapseRayError, ValueError):
+    """Input failed validation (upstream SDK name; base of ``ParamsValidationError``).
+
+    Takes upstream's ``(message, details=None)`` call shape too, so plugin code
+    that raises or catches it runs unchanged.
+    """
+
+    def __init__(self, message: str = "", details: Any = None, **fields: Any) -> None:
+        if details is not None:
+            fields["details"] = details
+        super().__init__(message, **fields)
+
+
+class ParamsValidationError(ValidationError):
     """Action params failed pydantic validation; ``errors`` lists each field."""
 
 
@@ -91,8 +104,26 @@ class ContextPicklingError(SynapseRayError, TypeError):
     """A context attribute cannot cross a process boundary."""
 
 
-class StepError(SynapseRayError):
-    """A step failed; names the step and attempt and chains the cause."""
+class ExecutionError(SynapseRayError):
+    """Running an action failed (upstream SDK name; base of ``StepError``).
+
+    Plugins written for the upstream SDK raise and catch it with
+    ``(message, details=None)``; ``except ExecutionError`` catches every step
+    and action failure of ours too.
+    """
+
+    def __init__(self, message: str = "", details: Any = None, **fields: Any) -> None:
+        if details is not None:
+            fields["details"] = details
+        super().__init__(message, **fields)
+
+
+class StepError(ExecutionError, RuntimeError):
+    """A step failed; names the step and attempt and chains the cause.
+
+    Also a ``RuntimeError``: upstream raises ``RuntimeError("Step 'x' failed: ...")``
+    and plugins catch that.
+    """
 
 
 class StepResultError(StepError, TypeError):
@@ -135,3 +166,7 @@ class NoBackendError(SynapseRayError, RuntimeError):
 
     Also a ``RuntimeError``: that is what plugins written for the upstream SDK catch.
     """
+
+
+PluginError = SynapseRayError
+"""Upstream's base error name: an alias of ours, so ``except PluginError`` works."""

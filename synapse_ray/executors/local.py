@@ -51,9 +51,12 @@ class LocalExecutor(Executor):
     that never checks ``ctx.cancelled`` runs to its end.
     """
 
-    def __init__(self, backend: BackendSpec | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, backend: BackendSpec | None = None, env: dict[str, str] | None = None, strict_result: bool = False
+    ) -> None:
         self.backend = backend
         self.env = dict(env or {})
+        self.strict_result = strict_result
 
     def _start(self, cls: type, params: Any, backend: Any, job_id: str | None, run_id: str) -> RunHandle:
         writer = JobProgressWriter(backend, job_id) if job_id is not None and backend is not None else None
@@ -65,6 +68,7 @@ class LocalExecutor(Executor):
             backend=backend,
             progress=ProgressReporter(sink),
             action_name=cls.action_name,
+            strict_result=self.strict_result,
         )
         runtime.step_placement = InProcessPlacement()
         action = cls(params, runtime)

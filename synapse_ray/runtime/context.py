@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from synapse_ray.errors import NoBackendError
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.logging import configure_logging, get_logger, register_secret
+from synapse_ray.runtime.plugin_env import PluginEnvironment
 from synapse_ray.runtime.reporter import ProgressReporter
+from synapse_ray.runtime.run_log import file_data_uri, format_message, level_name, make_entry
 
 if TYPE_CHECKING:
     from synapse_ray.backend.client import BackendClient
@@ -48,15 +50,22 @@ class RuntimeContext:
         cancel: CancelToken | None = None,
         action_name: str = "",
         work_dir: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        strict_result: bool = False,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.job_id = job_id
-        self.env = dict(env or {})
+        self.env = PluginEnvironment(env or {})
         self.backend = backend
         self.progress = progress or ProgressReporter()
         self.cancel_token = cancel or CancelToken()
         self.action_name = action_name
         self._work_dir = work_dir
+        # A resolved checkpoint ({category, path, id, name}) handed in by whoever
+        # started the run; get_checkpoint() returns it instead of fetching one.
+        self.checkpoint = checkpoint
+        # Fail (instead of warn) when a result does not match the action's result_model.
+        self.strict_result = strict_result
         self.step: str | None = None
         self.attempt = 1
         # Driver-only: where the orchestrator runs steps. Never pickled.
@@ -112,6 +121,57 @@ class RuntimeContext:
     def set_progress(self, current: float, total: float, category: str | None = None) -> None:
         self.progress.update(category or "default", current, total)
 
+    # -- logs and metrics (upstream's RuntimeContext surface) -------------
+    def log(
+        self, event: str, data: dict[str, Any] | None = None, file: str | None = None, level: Any = "info"
+    ) -> None:
+        """One log entry to the run's writer (display tail, backend ``logs/``); never blocks.
+
+        ``file`` is attached to the entry (read here, where it exists) when the
+        run has a backend job to send it to; otherwise only its path is kept.
+        """
+        lvl = level_name(level)
+        entry = make_entry(event, data, job=self.job_id, step=self.step, level=lvl)
+        if file is not None:
+            attached = file_data_uri(file) if self.job_id is not None and self.backend is not None else None
+            entry["file"] = attached if attached is not None else str(file)
+        getattr(self.logger, "debug" if lvl == "debug" else "info")(event, data=entry["data"])
+        self.progress.log_entry(entry)
+
+    def set_metrics(self, values: dict[str, Any], category: str | None = None) -> None:
+        """Latest metric values; shown as ``category.key`` and written to the job's ``metrics_record``."""
+        prefix = f"{category}." if category else ""
+        self.progress.metric({f"{prefix}{key}": value for key, value in values.items()})
+
+    def log_metric(self, category: str, key: str, value: Any, **metrics: Any) -> None:
+        """Upstream's metric timeline entry (event ``metric``); the values also become latest metrics."""
+        self.log("metric", {"category": category, "key": key, "value": value, "metrics": metrics})
+        self.set_metrics({key: value, **metrics}, category)
+
+    def log_message(
+        self,
+        message: str | dict[str, str],
+        level: Any = "info",
+        *,
+        context: Any = None,
+        language: str | None = None,
+        **fmt: Any,
+    ) -> None:
+        """A user-facing message: a string, or ``{lang: template}`` formatted with ``fmt``.
+
+        ``context=`` is upstream's older name for ``level``.
+        """
+        lvl = level_name(context if context is not None else level)
+        lang = language or self.env.get_str("SYNAPSE_LANGUAGE", "en") or "en"
+        self.log("message", {"content": format_message(message, lang, **fmt), "context": lvl}, level=lvl)
+
+    def log_dev_event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        """A debug entry for the plugin's developer (level ``debug``)."""
+        self.log("dev_event", {"message": message, "data": data}, level="debug")
+
+    def end_log(self) -> None:
+        self.log_message("Plugin run is complete.")
+
     @property
     def cancelled(self) -> bool:
         return self.cancel_token.cancelled
@@ -138,6 +198,8 @@ class RuntimeContext:
             "cancel": self.cancel_token,
             "action_name": self.action_name,
             "work_dir": self._work_dir,
+            "checkpoint": self.checkpoint,
+            "strict_result": self.strict_result,
             "step": self.step,
             "attempt": self.attempt,
         }

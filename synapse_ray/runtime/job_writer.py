@@ -1,10 +1,12 @@
-"""Writing a run's progress to its backend job record.
+"""Writing a run's progress, metrics and log entries to its backend job.
 
 The component that holds a run's progress state (the in-process sink, or the
 Ray aggregator) is the single writer: it offers each new snapshot here, and
 one thread sends the latest one at most every ``min_interval`` seconds, plus
 the final one when the run ends. A backend that is slow or down delays or
-drops progress records; it never slows or fails the run.
+drops progress records; it never slows or fails the run. Log entries that
+reach the writer go to the backend through a ``JobLogBatcher`` (bounded,
+batched, never blocking).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from synapse_ray.runtime.job_logs import JobLogBatcher
 from synapse_ray.runtime.logging import get_logger
-from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.progress import LOG, ProgressEvent, ProgressSnapshot
 from synapse_ray.runtime.status import RunStatus
 
 if TYPE_CHECKING:
@@ -44,19 +47,36 @@ def progress_record(snap: ProgressSnapshot) -> dict[str, Any]:
     }
 
 
+def metrics_record(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """``{category: {key: value}}`` as upstream's job records hold them (``category.key`` split once)."""
+    record: dict[str, Any] = {}
+    for name, value in metrics.items():
+        category, dot, key = name.partition(".")
+        if dot:
+            group = record.setdefault(category, {})
+            if isinstance(group, dict):
+                group[key] = value
+                continue
+        record[name] = value
+    return record or None
+
+
 class JobProgressWriter:
     def __init__(self, backend: BackendSpec, job_id: int | str, min_interval: float = 1.0) -> None:
         self.backend = backend
         self.job_id = job_id
         self.min_interval = min_interval
+        self.logs = JobLogBatcher(backend, job_id)
         self._latest: ProgressSnapshot | None = None
         self._written_version = -1
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
 
-    def offer(self, snap: ProgressSnapshot) -> None:
-        """Cheap: keep the newest snapshot; the writer thread picks it up."""
+    def offer(self, snap: ProgressSnapshot, events: list[ProgressEvent] | None = None) -> None:
+        """Cheap: keep the newest snapshot (and queue the batch's log entries); a thread sends them."""
+        if events:
+            self.logs.offer([dict(ev.data) for ev in events if ev.kind == LOG and ev.data])
         with self._cond:
             self._latest = snap
             self._cond.notify()
@@ -65,8 +85,14 @@ class JobProgressWriter:
                 self._thread.start()
 
     def wait_final(self, timeout: float = 10.0) -> bool:
-        """Wait until the terminal snapshot has been written (or given up on)."""
-        return self._done.wait(timeout)
+        """Wait until the terminal snapshot and the queued log entries have been sent (or given up on)."""
+        deadline = time.monotonic() + timeout
+        done = self._done.wait(timeout)
+        return self.logs.close(max(0.0, deadline - time.monotonic())) and done
+
+    def close(self) -> None:
+        """Stop sending logs (the run was dropped by its holder); the record thread ends on its own."""
+        self.logs.close(0.0)
 
     def _loop(self) -> None:
         last = 0.0
@@ -97,7 +123,7 @@ class JobProgressWriter:
                 self.job_id,
                 status=JOB_STATUS[snap.status],
                 progress_record=progress_record(snap),
-                metrics_record=dict(snap.metrics) or None,
+                metrics_record=metrics_record(dict(snap.metrics)),
             )
         except Exception as exc:  # noqa: BLE001 - progress records never fail a run
             get_logger("synapse_ray.progress").warning(

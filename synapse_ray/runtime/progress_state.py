@@ -25,6 +25,7 @@ from synapse_ray.runtime.progress import (
     ProgressSnapshot,
     StepProgress,
 )
+from synapse_ray.runtime.run_log import tail_view
 from synapse_ray.runtime.status import RunStatus, StepStatus
 
 MAX_TAIL = 50
@@ -88,7 +89,7 @@ class ProgressState:
                 if ev.data:
                     self._set_plan(ProgressPlan.from_data(ev.data))
             elif kind == LOG:
-                self.logs.append(dict(ev.data or {}))
+                self.logs.append(tail_view(ev.data or {}))
             elif kind == WARN:
                 self._warn(str((ev.data or {}).get("message", "")))
             if ev.worker:

@@ -69,7 +69,7 @@ class LocalSink:
             snap = self.state.snapshot() if self.writer is not None else None
             self.changed.notify_all()
         if snap is not None:
-            self.writer.offer(snap)
+            self.writer.offer(snap, events)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (NullSink, ())

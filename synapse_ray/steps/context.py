@@ -14,6 +14,7 @@ from typing import Any
 from synapse_ray.errors import ContextPicklingError
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.steps.context_api import StepContextAPI
 from synapse_ray.steps.step import StepResult
 
 
@@ -31,8 +32,12 @@ def _dumps(owner: str, key: str, value: Any) -> bytes:
 
 
 @dataclass
-class BaseStepContext:
-    """Shared state for a step-based run; steps read and write its attributes."""
+class BaseStepContext(StepContextAPI):
+    """Shared state for a step-based run; steps read and write its attributes.
+
+    Reporting calls (``log``, ``set_progress``, ``set_metrics``, ``log_message``,
+    ``log_dev_event``) come from ``StepContextAPI``.
+    """
 
     runtime_ctx: RuntimeContext = field(default_factory=RuntimeContext)
     params: Any = None
@@ -48,9 +53,6 @@ class BaseStepContext:
 
     def raise_if_cancelled(self) -> None:
         self.runtime_ctx.raise_if_cancelled()
-
-    def set_progress(self, current: float, total: float, category: str | None = None) -> None:
-        self.runtime_ctx.set_progress(current, total, category)
 
     @property
     def logger(self) -> Any:

@@ -24,6 +24,7 @@ rule to failures that happen outside a step (a killed task, a lost worker).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from synapse_ray.steps.context import BaseStepContext
 from synapse_ray.steps.placement import InProcessPlacement, StepPlacement
 from synapse_ray.steps.registry import StepRegistry
 from synapse_ray.steps.retry import NO_RETRY, CrashBudget
+from synapse_ray.steps.runtime_view import runtime_of
 from synapse_ray.steps.simple import ExecuteStep
 from synapse_ray.steps.step import BaseStep, StepResult
 
@@ -70,20 +72,56 @@ class RunSummary:
 
 
 def build_plan(steps: list[BaseStep[Any]]) -> ProgressPlan:
+    """Steps weighed by ``progress_weight``, or by ``progress_proportion`` when any step declares one."""
+    by_proportion = any(getattr(s, "progress_proportion", 0) > 0 for s in steps)
     return ProgressPlan.from_weights(
-        [(s.name, s.progress_weight) for s in steps],
-        {s.name: s.category_weights for s in steps if s.category_weights},
+        [(s.name, s.progress_proportion if by_proportion else s.progress_weight) for s in steps],
+        {s.name: s.category_weights for s in steps if getattr(s, "category_weights", None)},
     )
 
 
 class Orchestrator:
-    """Runs a registry's steps (or a list of steps) against a context through a placement."""
+    """Runs a registry's steps (or a list of steps) against a context through a placement.
+
+    Two call shapes: ours, ``Orchestrator(steps, placement).run(ctx)``, and
+    upstream's, ``Orchestrator(registry, context, progress_callback=None).execute()``.
+    The second argument is taken as the context when it is a step context
+    (anything with a ``runtime_ctx``), else as the placement.
+    ``progress_callback(percent, 100)`` is called after each step ends, as upstream does.
+    """
 
     def __init__(
-        self, registry: StepRegistry[Any] | list[BaseStep[Any]], placement: StepPlacement | None = None
+        self,
+        registry: StepRegistry[Any] | list[BaseStep[Any]],
+        placement: StepPlacement | Any = None,
+        progress_callback: Callable[[int, int], None] | None = None,
+        *,
+        context: Any = None,
     ) -> None:
+        if placement is not None and (
+            isinstance(placement, BaseStepContext) or hasattr(placement, "runtime_ctx")
+        ):
+            context, placement = placement, None
         self.registry = registry
         self.placement: StepPlacement = placement or InProcessPlacement()
+        self.context = context
+        self.progress_callback = progress_callback
+
+    def execute(self) -> dict[str, Any]:
+        """Upstream's entry point: run the steps against the context given at construction."""
+        if self.context is None:
+            raise ConfigurationError(
+                "Orchestrator.execute() needs a context: Orchestrator(registry, context)"
+            )
+        return self.run(self.context).as_dict()
+
+    def _report(self, steps: list[BaseStep[Any]], done: int) -> None:
+        if self.progress_callback is None:
+            return
+        total = sum(s.progress_weight for s in steps)
+        completed = sum(s.progress_weight for s in steps[:done])
+        if total > 0:
+            self.progress_callback(int(completed / total * 100), 100)
 
     def steps(self) -> list[BaseStep[Any]]:
         if isinstance(self.registry, StepRegistry):
@@ -95,17 +133,18 @@ class Orchestrator:
         if not steps:
             raise ConfigurationError("No steps registered: setup_steps() added nothing to run")
         plan = build_plan(steps)  # validates weights before anything runs
-        rt = ctx.runtime_ctx
+        rt = runtime_of(ctx)
         rt.progress.start_plan(plan)
         summary = RunSummary(steps_total=len(steps))
         started: list[_Started] = []
         try:
             self.placement.prepare(steps, ctx)
-            for step in steps:
+            for done, step in enumerate(steps):
                 if rt.cancelled:
                     raise RunCancelledError(
                         f"Run cancelled before step '{step.name}'", step=step.name, attempt=0
                     )
+                ctx.current_step = step.name  # can_skip sees it too, as upstream
                 try:
                     skip = step.can_skip(ctx)
                 except Exception as exc:  # noqa: BLE001 - a broken can_skip fails its step
@@ -116,6 +155,7 @@ class Orchestrator:
                     result = StepResult(skipped=True)
                     summary.results[step.name] = result
                     ctx.step_results.append(result)
+                    self._report(steps, done + 1)
                     continue
                 result = self._run_step(step, ctx, started)
                 summary.results[step.name] = result
@@ -123,6 +163,7 @@ class Orchestrator:
                     summary.steps_skipped += 1
                 else:
                     summary.steps_executed += 1
+                self._report(steps, done + 1)
         except (StepError, RunCancelledError, WorkerCrashedError) as exc:
             exc.rollback_errors = self._rollback(started, ctx)  # type: ignore[attr-defined]
             exc.fields["rollback_errors"] = exc.rollback_errors  # type: ignore[attr-defined]
@@ -139,14 +180,14 @@ class Orchestrator:
             )
             raise err from exc
         finally:
-            ctx.current_step = None
+            ctx.current_step = None  # as upstream: no step is current once the run is over
             rt.bind_step(None, 1)
             self.placement.close()
         return summary
 
     # -- one step with retries -----------------------------------------
     def _run_step(self, step: BaseStep[Any], ctx: BaseStepContext, started: list[_Started]) -> StepResult:
-        rt = ctx.runtime_ctx
+        rt = runtime_of(ctx)
         policy = step.retry or NO_RETRY
         crashes = CrashBudget(self.placement.crash_retries)
         attempt = 0
@@ -165,6 +206,7 @@ class Orchestrator:
                 rt.progress.end_step(StepStatus.FAILED.value, _short(exc))
                 crashed = isinstance(exc, WorkerCrashedError) and crashes.spend()
                 if not (crashed or policy.should_retry(exc, attempt)):
+                    ctx.step_results.append(started[-1].result)  # as upstream: the failed result is kept
                     if isinstance(exc, WorkerCrashedError):
                         raise _crash_error(step, attempt, exc) from exc
                     raise _step_error(step, attempt, exc) from exc
@@ -203,7 +245,7 @@ class Orchestrator:
 
     # -- rollback ------------------------------------------------------
     def _rollback(self, started: list[_Started], ctx: BaseStepContext) -> list[str]:
-        rt = ctx.runtime_ctx
+        rt = runtime_of(ctx)
         errors: list[str] = []
         for item in reversed(started):
             rt.bind_step(item.step.name, item.attempt)
@@ -214,6 +256,7 @@ class Orchestrator:
                 rt.logger.info("step_rolled_back")
             except Exception as exc:  # noqa: BLE001 - recorded, never masks the original
                 errors.append(f"{item.step.name}: {_short(exc)}")
+                ctx.errors.append(f"Rollback failed for step '{item.step.name}': {_short(exc)}")
                 rt.logger.error("step_rollback_failed", error=_short(exc))
         return errors
 

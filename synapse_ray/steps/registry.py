@@ -55,6 +55,20 @@ class StepRegistry(Generic[C]):
     def get_steps(self) -> list[BaseStep[C]]:
         return list(self._steps)
 
+    # -- upstream's weight views -----------------------------------------
+    @property
+    def total_weight(self) -> float:
+        """Sum of the steps' ``progress_weight`` (each step's share is its weight over this)."""
+        return float(sum(s.progress_weight for s in self._steps))
+
+    def get_step_proportions(self) -> dict[str, int]:
+        """``{name: progress_proportion}`` of the steps that declare one (> 0)."""
+        return {s.name: s.progress_proportion for s in self._steps if s.progress_proportion > 0}
+
+    def get_step_orders(self) -> dict[str, int]:
+        """``{name: position}`` in execution order."""
+        return {s.name: i for i, s in enumerate(self._steps)}
+
     def __contains__(self, name: object) -> bool:
         return any(s.name == name for s in self._steps)
 

@@ -57,11 +57,15 @@ class BaseStep(ABC, Generic[C]):
 
     ``name`` defaults to the class name in snake_case. ``progress_weight`` is
     this step's share of overall progress (normalized across the plan).
-    ``retry`` and ``resources`` are optional per-step policies.
+    ``retry`` and ``resources`` are optional per-step policies. Upstream-style
+    steps that define ``name`` and ``progress_weight`` as properties work too.
     """
 
     name: ClassVar[str] = ""
     progress_weight: ClassVar[float] = 1.0
+    # Upstream's share of job progress in percent (0: not declared). When any step
+    # of a plan declares one, the plan weighs steps by it instead of progress_weight.
+    progress_proportion: ClassVar[int] = 0
     retry: ClassVar[RetryPolicy | None] = None
     resources: ClassVar[StepResources | None] = None
     # Optional split of this step's share by progress category (normalized).

@@ -87,12 +87,12 @@ class ProgressAggregator:
         if event is not None:
             event.set()
 
-    def _fold(self, run_id: str, events: list[ProgressEvent]) -> ProgressState:
+    def _fold(self, run_id: str, events: list[ProgressEvent], replay: bool = False) -> ProgressState:
         state = self._state(run_id)
         state.apply(events)
         writer = self._writers.get(run_id)
-        if writer is not None:
-            writer.offer(state.snapshot())
+        if writer is not None:  # a replayed state's log entries were sent when they first came
+            writer.offer(state.snapshot(), None if replay else events)
         self.events_total += len(events)
         self._notify(run_id)
         return state
@@ -126,7 +126,7 @@ class ProgressAggregator:
             self._cancelled.add(run_id)
         if job_id is not None and run_id not in self._writers:
             await self.attach_job(run_id, backend, job_id)
-        self._fold(run_id, events)
+        self._fold(run_id, events, replay=True)
 
     def _read(self, run_id: str) -> ProgressSnapshot:
         """Reads never create state: an unknown (or evicted) run reads as an empty snapshot."""

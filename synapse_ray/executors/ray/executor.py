@@ -56,6 +56,7 @@ class RayExecutor(Executor):
         check_resources: bool = True,
         connect_timeout: float = 15.0,
         env: dict[str, str] | None = None,
+        strict_result: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -88,6 +89,7 @@ class RayExecutor(Executor):
         self.check_resources = check_resources
         self.connect_timeout = connect_timeout
         self.env = dict(env or {})
+        self.strict_result = strict_result
         self._resources = ResourceView() if check_resources else _NoCheck()
 
     def connect(self) -> None:
@@ -122,6 +124,7 @@ class RayExecutor(Executor):
             # the driver's own flag is the truth here; workers ask the aggregator
             cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id), local=True),
             action_name=cls.action_name,
+            strict_result=self.strict_result,
         )
         source = AggregatorSource(
             agg_ref, run_id, sink, backend, job_id, cancelled=lambda: runtime.cancel_token.cancelled
