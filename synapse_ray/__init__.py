@@ -14,13 +14,16 @@ if TYPE_CHECKING:
     from synapse_ray.action import BaseAction
     from synapse_ray.backend import BackendClient, BackendSpec
     from synapse_ray.backend.server import LocalBackendServer
+    from synapse_ray.enums import LogLevel, PluginCategory, RunMethod
     from synapse_ray.errors import (
         ActionError,
         ClusterError,
         ConfigurationError,
         ContextPicklingError,
+        ExecutionError,
         NoBackendError,
         ParamsValidationError,
+        PluginError,
         ProgressUnavailableError,
         RayTimeoutError,
         RemoteTraceback,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
         StepResultError,
         SynapseRayError,
         TargetError,
+        ValidationError,
         WorkerCrashedError,
     )
     from synapse_ray.executors.base import Executor
@@ -36,14 +40,16 @@ if TYPE_CHECKING:
     from synapse_ray.executors.local import LocalExecutor
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
     from synapse_ray.runtime.context import RuntimeContext
+    from synapse_ray.runtime.plugin_env import PluginEnvironment
     from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
     from synapse_ray.runtime.status import RunStatus, StepStatus
     from synapse_ray.steps.context import BaseStepContext, TrainContext
+    from synapse_ray.steps.orchestrator import Orchestrator
     from synapse_ray.steps.registry import StepRegistry
     from synapse_ray.steps.retry import RetryPolicy
     from synapse_ray.steps.step import BaseStep, StepResources, StepResult
     from synapse_ray.targets import load_action
-    from synapse_ray.train import BaseTrainAction, TrainProgressCategories
+    from synapse_ray.train import BaseTrainAction, BaseTrainParams, TrainProgressCategories
 
 _EXPORTS = {
     "ActionError": "synapse_ray.errors",
@@ -86,6 +92,16 @@ _EXPORTS = {
     "TrainProgressCategories": "synapse_ray.train",
     "WorkerCrashedError": "synapse_ray.errors",
     "load_action": "synapse_ray.targets",
+    # upstream synapse-sdk names (docs/compat.md)
+    "BaseTrainParams": "synapse_ray.train",
+    "ExecutionError": "synapse_ray.errors",
+    "LogLevel": "synapse_ray.enums",
+    "Orchestrator": "synapse_ray.steps.orchestrator",
+    "PluginCategory": "synapse_ray.enums",
+    "PluginEnvironment": "synapse_ray.runtime.plugin_env",
+    "PluginError": "synapse_ray.errors",
+    "RunMethod": "synapse_ray.enums",
+    "ValidationError": "synapse_ray.errors",
 }
 
 
@@ -146,4 +162,13 @@ __all__ = [
     "TrainProgressCategories",
     "load_action",
     "__version__",
+    "BaseTrainParams",
+    "ExecutionError",
+    "LogLevel",
+    "Orchestrator",
+    "PluginCategory",
+    "PluginEnvironment",
+    "PluginError",
+    "RunMethod",
+    "ValidationError",
 ]

@@ -24,6 +24,19 @@ __all__ = ["FILE_PATH", "JOB_STATUSES", "BackendState", "api_routes"]
 JOB_STATUSES = ("pending", "running", "stopped", "cancelled", "succeeded", "failed")
 _READ_ONLY_JOB_FIELDS = ("id", "created", "updated", "tenant")
 _MODEL_FIELDS = ("name", "plugin", "version", "checkpoint", "configuration", "description")
+# Set by the server, never taken from a request; every other field a client sends
+# (upstream sends category and more) is kept and returned as given.
+_MODEL_SERVER_FIELDS = (
+    "id",
+    "chunked_upload",
+    "file",
+    "file_name",
+    "file_size",
+    "checksum",
+    "created",
+    "file_path",
+    "tenant",
+)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _WRITE_BLOCK = 1024 * 1024
 FILE_PATH = web.RequestKey("file_path", Path)  # lets fault injection cut a file answer
@@ -221,6 +234,7 @@ def api_routes(state: BackendState) -> list[web.RouteDef]:
 
     def model_json(request: web.Request, model: dict[str, Any]) -> dict[str, Any]:
         out = {key: model.get(key) for key in ("id", *_MODEL_FIELDS)}
+        out.update({k: v for k, v in model.items() if k not in out and k not in ("file_path", "tenant")})
         out.update(
             file=_file_url(request, model["file_path"]),
             file_name=model["file_name"],
@@ -251,6 +265,7 @@ def api_routes(state: BackendState) -> list[web.RouteDef]:
         if errors or upload is None:
             return web.json_response(errors, status=400)
         fields = {key: payload.get(key) for key in _MODEL_FIELDS}
+        fields.update({k: v for k, v in payload.items() if k not in fields and k not in _MODEL_SERVER_FIELDS})
         # On the loop thread like every other store call: the SQLite connection has
         # one owner. Moving the upload into place is a rename, not a copy.
         model = store.create_model(fields, upload, request.headers.get("Synapse-Tenant"))

@@ -52,7 +52,10 @@ class LocalExecutor(Executor):
     """
 
     def __init__(
-        self, backend: BackendSpec | None = None, env: dict[str, str] | None = None, strict_result: bool = False
+        self,
+        backend: BackendSpec | None = None,
+        env: dict[str, str] | None = None,
+        strict_result: bool = False,
     ) -> None:
         self.backend = backend
         self.env = dict(env or {})
