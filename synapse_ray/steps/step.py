@@ -73,7 +73,8 @@ class BaseStep(ABC, Generic[C]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("name"):
+        # a name given as a property (upstream's style) is inherited, never shadowed
+        if not cls.__dict__.get("name") and not isinstance(getattr(cls, "name", None), property):
             cls.name = _snake(cls.__name__.removesuffix("Step") or cls.__name__)
 
     @abstractmethod
