@@ -56,7 +56,7 @@ class JobLogBatcher:
             for entry in entries:
                 item = dict(entry)
                 if item.get("job") is None:
-                    item["job"] = self.job_id
+                    item["job"] = str(self.job_id)
                 self._queue.append(item)
             overflow = len(self._queue) - self.max_queue
             for _ in range(max(0, overflow)):
@@ -116,7 +116,7 @@ class JobLogBatcher:
                 {
                     "event": "logs_dropped",
                     "data": {"dropped": new},
-                    "job": self.job_id,
+                    "job": str(self.job_id),
                     "level": "warning",
                     "datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 }
