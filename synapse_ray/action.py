@@ -245,8 +245,7 @@ class BaseAction(Generic[P]):
         name = args[0] if args else kwargs.pop("name")
         value = args[1] if len(args) > 1 else kwargs.pop("value")
         category = kwargs.pop("category", None)
-        key = f"{category}.{name}" if category else name
-        self.runtime_ctx.progress.metric({key: value})
+        self.runtime_ctx.set_metrics({name: value, **kwargs}, category)  # extra keywords are more metrics
 
     def set_metrics(self, values: Mapping[str, Any], category: str | None = None) -> None:
         self.runtime_ctx.set_metrics(dict(values), category)

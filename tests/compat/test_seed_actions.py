@@ -133,6 +133,7 @@ def test_action_surface_logger_log_message_and_both_log_metric_shapes():
             self.log_message({"en": "Hello {who}", "ko": "안녕 {who}"}, level="success", who="you")
             self.log_metric("train", "epoch", 2, loss=0.5, acc=0.9)  # upstream shape
             self.log_metric("lr", 0.01, category="optim")  # our shape
+            self.log_metric("step", 3, grad_norm=0.2)  # the neural_net template's shape: more metrics
             self.set_metrics({"mAP50": 0.7}, "validation")
             return {}
 
@@ -156,6 +157,8 @@ def test_action_surface_logger_log_message_and_both_log_metric_shapes():
         "train.loss": 0.5,
         "train.acc": 0.9,
         "optim.lr": 0.01,
+        "step": 3,
+        "grad_norm": 0.2,
         "validation.mAP50": 0.7,
     }
 
