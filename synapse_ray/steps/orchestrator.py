@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from synapse_ray.errors import (
     ActionError,
@@ -80,7 +80,10 @@ def build_plan(steps: list[BaseStep[Any]]) -> ProgressPlan:
     )
 
 
-class Orchestrator:
+C = TypeVar("C")
+
+
+class Orchestrator(Generic[C]):
     """Runs a registry's steps (or a list of steps) against a context through a placement.
 
     Two call shapes: ours, ``Orchestrator(steps, placement).run(ctx)``, and
@@ -108,12 +111,16 @@ class Orchestrator:
         self.progress_callback = progress_callback
 
     def execute(self) -> dict[str, Any]:
-        """Upstream's entry point: run the steps against the context given at construction."""
+        """Upstream's entry point: run the steps against the context given at construction.
+
+        Returns upstream's summary exactly (``success``, ``steps_executed``, ``steps_total``).
+        """
         if self.context is None:
             raise ConfigurationError(
                 "Orchestrator.execute() needs a context: Orchestrator(registry, context)"
             )
-        return self.run(self.context).as_dict()
+        summary = self.run(self.context)
+        return {"success": True, "steps_executed": summary.steps_executed, "steps_total": summary.steps_total}
 
     def _report(self, steps: list[BaseStep[Any]], done: int) -> None:
         if self.progress_callback is None:

@@ -76,7 +76,7 @@ def test_execute_runs_in_order_and_reports_to_the_duck_typed_runtime():
     result = Orchestrator(
         registry(Step("a", 1), Step("b", 3)), ctx, lambda c, t: calls.append((c, t))
     ).execute()
-    assert result == {"success": True, "steps_executed": 2, "steps_total": 2, "steps_skipped": 0}
+    assert result == {"success": True, "steps_executed": 2, "steps_total": 2}
     assert ctx.order == ["a", "b"] and ctx.current_step is None
     assert calls == [(25, 100), (100, 100)]
     assert ("progress", (1, 2, "a")) in rt.calls and ("metrics", ({"done": 1}, "b")) in rt.calls
@@ -86,7 +86,8 @@ def test_execute_runs_in_order_and_reports_to_the_duck_typed_runtime():
 
 def test_keyword_call_shape_and_no_callback():
     ctx = MyContext(runtime_ctx=RecordingRuntime())  # type: ignore[arg-type]
-    out = Orchestrator(registry=registry(Step("a")), context=ctx).execute()
+    orchestrator: Orchestrator[MyContext] = Orchestrator[MyContext](registry=registry(Step("a")), context=ctx)
+    out = orchestrator.execute()
     assert out["steps_executed"] == 1
 
 
