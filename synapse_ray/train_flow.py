@@ -96,17 +96,18 @@ class TrainExecuteStep(_ActionStep):
     progress_proportion = PROPORTIONS["train"]
 
     def execute(self, context: Any) -> StepResult:
-        from synapse_ray.integrations.state import current
+        from synapse_ray.runtime.autolog import current
 
         action = self.action(context)
-        result = action.check_result(action.execute(data_path_of(context.dataset), action.get_checkpoint()))
+        result = action.execute(data_path_of(context.dataset), action.get_checkpoint())
+        autolog = current()  # cleared after this step by placement.user_code
+        result = action.check_result(result)
         if hasattr(result, "model_dump"):
             data = result.model_dump()
         elif isinstance(result, dict):
             data = dict(result)
         else:
             data = {"result": result}
-        autolog = current()
         weights = data.get("weights_path") or (autolog.extra.get("model_path") if autolog else None)
         if weights:
             context.model_path = str(weights)

@@ -11,7 +11,7 @@ from typing import Any
 
 from synapse_ray.errors import ConfigurationError
 from synapse_ray.integrations import ultralytics
-from synapse_ray.integrations.state import AutologState, current, set_current
+from synapse_ray.runtime.autolog import AutologState, current, set_current
 
 _INTEGRATIONS: dict[str, Any] = {"ultralytics": ultralytics}
 

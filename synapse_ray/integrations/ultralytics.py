@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from synapse_ray.integrations.state import AutologState, current, set_current
+from synapse_ray.runtime.autolog import AutologState, current, set_current
 
 DEFAULT_EPOCHS = 100  # ultralytics' own default
 _patched: dict[str, Any] = {}

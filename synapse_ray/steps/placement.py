@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from synapse_ray.runtime.autolog import set_current as set_autolog
 from synapse_ray.runtime.env import applied_env
 from synapse_ray.steps.step import BaseStep, StepResult
 
@@ -39,10 +40,14 @@ class StepPlacement(Protocol):
 
 @contextmanager
 def user_code(ctx: Any) -> Iterator[None]:
-    """Around every call into a step's code, wherever it runs: the run's env vars."""
+    """Around every call into a step's code, wherever it runs: the run's env vars set,
+    and autolog's target cleared afterwards (workers are reused across runs)."""
     runtime = getattr(ctx, "runtime_ctx", None)
-    with applied_env(getattr(runtime, "env", None)):
-        yield
+    try:
+        with applied_env(getattr(runtime, "env", None)):
+            yield
+    finally:
+        set_autolog(None)
 
 
 def execute_step(step: BaseStep[Any], ctx: Any) -> Any:

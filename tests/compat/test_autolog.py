@@ -67,3 +67,20 @@ def test_unknown_framework_and_missing_package_are_clear_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "ultralytics", None)
     with pytest.raises(ImportError, match="pip install ultralytics"):
         autolog("ultralytics", object())
+
+
+def test_autolog_target_is_cleared_after_each_step_so_reused_workers_never_report_to_old_runs():
+    from synapse_ray import BaseStep, BaseStepContext, RuntimeContext, StepResult
+    from synapse_ray.runtime.autolog import AutologState, current, set_current
+    from synapse_ray.steps.placement import execute_step
+
+    class Enables(BaseStep):
+        name = "enables"
+
+        def execute(self, context):
+            set_current(AutologState(action="an action"))
+            assert current() is not None
+            return StepResult()
+
+    assert execute_step(Enables(), BaseStepContext(runtime_ctx=RuntimeContext())).success
+    assert current() is None

@@ -1,7 +1,9 @@
 """Which action autolog callbacks report to, in this thread of execution.
 
 A ``ContextVar``: two runs in one process (the local executor runs each in its
-own thread) never report to each other's action.
+own thread) never report to each other's action. It is cleared after every
+call into user code (``steps.placement.user_code``): Ray reuses worker
+processes, and a later run must not report to an earlier run's action.
 """
 
 from __future__ import annotations
