@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from synapse_ray.steps.registry import StepRegistry
     from synapse_ray.steps.retry import RetryPolicy
     from synapse_ray.steps.step import BaseStep, StepResources, StepResult
+    from synapse_ray.steps.wrappers import LoggingStep, TimingStep, ValidationStep
     from synapse_ray.targets import load_action
     from synapse_ray.train import BaseTrainAction, BaseTrainParams, TrainProgressCategories
 
@@ -102,6 +103,9 @@ _EXPORTS = {
     "PluginError": "synapse_ray.errors",
     "RunMethod": "synapse_ray.enums",
     "ValidationError": "synapse_ray.errors",
+    "LoggingStep": "synapse_ray.steps.wrappers",
+    "TimingStep": "synapse_ray.steps.wrappers",
+    "ValidationStep": "synapse_ray.steps.wrappers",
 }
 
 
@@ -171,4 +175,7 @@ __all__ = [
     "PluginError",
     "RunMethod",
     "ValidationError",
+    "LoggingStep",
+    "TimingStep",
+    "ValidationStep",
 ]

@@ -166,3 +166,29 @@ def test_our_call_shape_still_works_with_a_placement():
     assert summary.steps_executed == 1 and ctx.order == ["a"]
     with pytest.raises(ValueError, match="needs a context"):
         Orchestrator(registry(Step("a"))).execute()
+
+
+def test_upstream_step_utilities_log_time_and_validate():
+    from synapse_ray import LoggingStep, TimingStep, ValidationStep
+
+    rt = RecordingRuntime()
+    ctx = MyContext(runtime_ctx=rt)  # type: ignore[arg-type]
+    reg = registry(Step("load", 2))
+    reg.register(TimingStep(Step("fit", 3)))
+    reg.register(LoggingStep(Step("save", 1)))
+    assert [s.name for s in reg.get_steps()] == ["load", "timed_fit", "logged_save"]
+    assert reg.total_weight == 6
+    Orchestrator(reg, ctx).execute()
+    assert ctx.order == ["load", "fit", "save"]
+    assert ctx.step_results[1].data["duration_seconds"] >= 0
+    logged = [call[1] for call in rt.calls if call[0] == "log" and call[1][0].startswith("step_")]
+    assert [event for event, _, _ in logged] == ["step_start", "step_end"]
+    assert logged[1][1]["step"] == "save" and logged[1][1]["success"] is True
+
+    ctx2 = MyContext(runtime_ctx=RecordingRuntime())  # type: ignore[arg-type]
+    checks = registry(Step("a"))
+    checks.register(ValidationStep(lambda c: (bool(c.order == ["x"]), "a ran, not x"), name="check"))
+    checks.register(LoggingStep(Step("b")))
+    with pytest.raises(RuntimeError, match="Step 'check' failed: a ran, not x"):
+        Orchestrator(checks, ctx2).execute()
+    assert ctx2.rolled_back == ["a"] and ctx2.order == ["a"]
