@@ -1,8 +1,9 @@
-"""Access to the Synapse backend (datasets, models, jobs, logs) and a local twin.
+"""Access to the Synapse backend (datasets, models, jobs, logs): the client side only.
 
 ``BackendSpec`` is the serializable "where and how"; ``get_client(spec)``
-gives the process's ``BackendClient``; ``LocalBackendServer`` /
-``start_embedded`` run the same API on 127.0.0.1 for local work and tests.
+gives the process's ``BackendClient``. The embedded local backend that speaks
+the same API lives in :mod:`synapse_ray.localbackend`; this package never
+imports it, so workers load no server code.
 """
 
 from .client import BackendClient, close_clients, get_client
@@ -23,7 +24,6 @@ from .errors import (
 )
 from .shapes import ChunkedUpload, DataCollection, FileSpecification, Job, Model
 from .spec import BackendSpec
-from .store import default_data_dir, load_or_create_token, register_dataset
 
 __all__ = [
     "AuthenticationError",
@@ -39,7 +39,6 @@ __all__ = [
     "DataCollection",
     "FileSpecification",
     "Job",
-    "LocalBackendServer",
     "LocalPathError",
     "Model",
     "NotFoundError",
@@ -48,18 +47,6 @@ __all__ = [
     "ServerError",
     "UnsafePathError",
     "close_clients",
-    "default_data_dir",
     "get_client",
-    "load_or_create_token",
-    "register_dataset",
-    "start_embedded",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """The server pulls in aiohttp; load it only when asked, so workers import fast."""
-    if name in ("LocalBackendServer", "start_embedded"):
-        from . import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

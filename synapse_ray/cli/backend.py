@@ -1,6 +1,6 @@
 """``synapse-ray backend``: run and feed the embedded local backend.
 
-Commands only parse arguments and call :mod:`synapse_ray.backend`. The module
+Commands only parse arguments and call :mod:`synapse_ray.localbackend`. The module
 also runs standalone: ``python -m synapse_ray.cli.backend serve``.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from synapse_ray.backend import (
-    BackendError,
+from synapse_ray.backend import BackendError
+from synapse_ray.localbackend import (
     LocalBackendServer,
     default_data_dir,
     load_or_create_token,

@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
-from synapse_ray.backend import BackendSpec, start_embedded
+from synapse_ray.backend import BackendSpec
 from synapse_ray.cli.display import follow
 from synapse_ray.cli.output import error_paragraph, to_json
 from synapse_ray.errors import ConfigurationError, ParamsValidationError, SynapseRayError, TargetError
 from synapse_ray.executors.base import Executor, resolve
 from synapse_ray.executors.local import LocalExecutor
+from synapse_ray.localbackend import start_embedded
 
 
 def _executor(

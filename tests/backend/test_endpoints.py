@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import (
-    BackendClient,
-    BackendValidationError,
-    LocalBackendServer,
-    LocalPathError,
-    NotFoundError,
-    register_dataset,
-)
+from synapse_ray.backend import BackendClient, BackendValidationError, LocalPathError, NotFoundError
+from synapse_ray.localbackend import LocalBackendServer, register_dataset
 
 
 def _md5(path: Path) -> str:
@@ -226,7 +220,7 @@ def test_list_endpoints(client: BackendClient, dataset, make_file) -> None:
 
 
 def test_start_embedded(tmp_path: Path) -> None:
-    from synapse_ray.backend import start_embedded
+    from synapse_ray.localbackend import start_embedded
 
     with start_embedded(tmp_path / "emb") as server:
         assert server.url.startswith("http://127.0.0.1:") and server.port > 0

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import (
-    BackendClient,
-    BackendConnectionError,
-    BackendSpec,
-    BackendValidationError,
-    LocalBackendServer,
-)
+from synapse_ray.backend import BackendClient, BackendConnectionError, BackendSpec, BackendValidationError
+from synapse_ray.localbackend import LocalBackendServer
 
 MiB = 1024 * 1024
 

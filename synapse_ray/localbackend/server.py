@@ -12,117 +12,29 @@ foreground (for ``synapse-ray backend serve``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import signal
 import threading
-import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from .policy import IDEMPOTENCY_HEADER
-from .server_faults import Faults, fault_middleware, fault_routes
-from .server_routes import BackendState, api_routes
-from .spec import TOKEN_HEADER, BackendSpec
-from .store import Store, default_data_dir, load_or_create_token
+from synapse_ray.backend.spec import BackendSpec
+
+from . import datasets, files, jobs, logs, models, uploads
+from .common import STORE, UPLOADS, UploadState
+from .datadir import default_data_dir, load_or_create_token
+from .faults import Faults
+from .middleware import auth_middleware, error_middleware, idempotency_middleware
+from .store import Store
 
 __all__ = ["LocalBackendServer", "start_embedded"]
 
 log = structlog.get_logger("synapse_ray.backend.server")
 
 _GRACE_S = 0.5  # how long stop() lets in-flight requests finish
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"detail": detail}, status=status, headers=headers)
-
-
-def _error_middleware() -> Any:
-    """Every error answer is JSON ``{"detail": ...}`` like the real API."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.content_type == "application/json":
-                raise
-            return _json_error(exc.status, exc.reason)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handler bug becomes a JSON 500
-            log.error(
-                "backend.server.error",
-                method=request.method,
-                path=request.path,
-                error=repr(exc),
-                traceback=traceback.format_exc(),
-            )
-            return _json_error(500, f"Internal server error: {type(exc).__name__}.")
-
-    return middleware
-
-
-def _auth_middleware(token: str) -> Any:
-    expected = f"Token {token}".encode()
-    bare = token.encode()
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get(TOKEN_HEADER)
-        if not given:
-            return _json_error(401, "Authentication credentials were not provided.")
-        raw = given.strip().encode()
-        if not (hmac.compare_digest(raw, expected) or hmac.compare_digest(raw, bare)):
-            return _json_error(401, "Invalid token.")
-        return await handler(request)
-
-    return middleware
-
-
-def _idempotency_middleware(store: Store) -> Any:
-    """Replay the stored answer for a repeated ``Idempotency-Key`` (POST, or PUT with a key).
-
-    Answers below 500 (except 429) are stored, so a client retrying after a
-    lost answer gets the original result instead of a second record.
-    """
-    locks: dict[tuple[str, str, str], asyncio.Lock] = {}
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if not key or request.method not in ("POST", "PUT"):
-            return await handler(request)
-        ident = (key, request.method, request.path)
-        lock = locks.setdefault(ident, asyncio.Lock())
-        async with lock:
-            stored = store.get_idempotent(*ident)
-            if stored is not None:
-                return web.Response(
-                    status=stored["status"],
-                    body=stored["body"],
-                    content_type=stored["content_type"] or "application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
-            response = await handler(request)
-            # Only successes are replayed: a 4xx (say, a chunk body cut off by a
-            # dropped connection) must let the client's retry of the same key through.
-            if (
-                isinstance(response, web.Response)
-                and 200 <= response.status < 300
-                and isinstance(response.body, bytes)
-            ):
-                store.put_idempotent(*ident, response.status, response.body, response.content_type)
-        locks.pop(ident, None)
-        return response
-
-    return middleware
 
 
 class LocalBackendServer:
@@ -266,13 +178,20 @@ class LocalBackendServer:
 
     def build_app(self) -> web.Application:
         store = self.store
-        middlewares = [_error_middleware(), _auth_middleware(self.token)]
+        middlewares = [error_middleware(), auth_middleware(self.token)]
         if self.test_mode:
+            from .faults import fault_middleware
+
             middlewares.insert(0, fault_middleware(self.faults))
-        middlewares.append(_idempotency_middleware(store))
+        middlewares.append(idempotency_middleware(store))
         app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
-        app.add_routes(api_routes(BackendState(store)))
+        app[STORE] = store
+        app[UPLOADS] = UploadState()
+        for module in (datasets, uploads, models, jobs, logs, files):
+            app.add_routes(module.routes)
         if self.test_mode:
+            from .faults import fault_routes
+
             app.add_routes(fault_routes(self.faults))
         return app
 

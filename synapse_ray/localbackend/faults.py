@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .server_routes import FILE_PATH
+from .common import FILE_PATH
 
 __all__ = ["Fault", "Faults", "fault_middleware"]
 

@@ -1,0 +1,48 @@
+"""``data_collections/``: read-only views of datasets registered with ``add-dataset``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .common import STORE, db, detail, file_url, int_id
+
+__all__ = ["routes"]
+
+
+def collection_json(request: web.Request, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "created": record["created"],
+        "file_specifications": [
+            {
+                "name": f["name"],
+                "url": file_url(request, f["path"]),
+                "size": f["size"],
+                "checksum": f["checksum"],
+            }
+            for f in record["files"]
+        ],
+    }
+
+
+async def get_data_collection(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    record = await db(request, store.get_data_collection, int_id(request))
+    if record is None:
+        return detail(404, "Data collection not found.")
+    return web.json_response(collection_json(request, record))
+
+
+async def list_data_collections(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    items = [collection_json(request, r) for r in await db(request, store.list_data_collections)]
+    return web.json_response({"count": len(items), "results": items})
+
+
+routes = [
+    web.get("/data_collections/", list_data_collections),
+    web.get("/data_collections/{id}/", get_data_collection),
+]

@@ -1,0 +1,72 @@
+"""``models/``: a model is a record plus the file of one completed chunked upload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .common import STORE, db, detail, file_url, int_id, json_body
+
+__all__ = ["MODEL_FIELDS", "routes"]
+
+MODEL_FIELDS = ("name", "plugin", "version", "checkpoint", "configuration", "description")
+
+
+def model_json(request: web.Request, model: dict[str, Any]) -> dict[str, Any]:
+    out = {key: model.get(key) for key in ("id", *MODEL_FIELDS)}
+    out.update(
+        file=file_url(request, model["file_path"]),
+        file_name=model["file_name"],
+        file_size=model["file_size"],
+        checksum=model["checksum"],
+        created=model["created"],
+    )
+    return out
+
+
+async def create_model(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    payload = await json_body(request)
+    if not isinstance(payload, dict):
+        return detail(400, "The body must be a JSON object.")
+    errors: dict[str, list[str]] = {}
+    name = payload.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["This field is required."]
+    if payload.get("configuration") is not None and not isinstance(payload["configuration"], dict):
+        errors["configuration"] = ["Must be a JSON object."]
+    upload_id = payload.get("chunked_upload")
+    upload = await db(request, store.get_upload, str(upload_id)) if upload_id else None
+    if not upload_id:
+        errors["chunked_upload"] = ["This field is required."]
+    elif upload is None:
+        errors["chunked_upload"] = [f"Chunked upload {upload_id!r} does not exist."]
+    elif upload["status"] != "complete":
+        errors["chunked_upload"] = [f"Chunked upload is {upload['status']}, not complete."]
+    if errors or upload is None:
+        return web.json_response(errors, status=400)
+    fields = {key: payload.get(key) for key in MODEL_FIELDS}
+    model = await db(request, store.create_model, fields, upload, request.headers.get("Synapse-Tenant"))
+    return web.json_response(model_json(request, model), status=201)
+
+
+async def get_model(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    model = await db(request, store.get_model, int_id(request))
+    if model is None:
+        return detail(404, "Model not found.")
+    return web.json_response(model_json(request, model))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    models = [model_json(request, m) for m in await db(request, store.list_models, dict(request.query))]
+    return web.json_response({"count": len(models), "results": models})
+
+
+routes = [
+    web.post("/models/", create_model),
+    web.get("/models/", list_models),
+    web.get("/models/{id}/", get_model),
+]
