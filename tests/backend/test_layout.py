@@ -21,7 +21,8 @@ def test_client_modules_never_import_the_local_backend_or_aiohttp() -> None:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if "localbackend" in n or n.startswith("aiohttp")]
+            bad = [n for n in names if "localbackend" in n or n.startswith("aiohttp")]
+            offenders += [f"{path.name}: {n}" for n in bad]
     assert offenders == []
 
 
