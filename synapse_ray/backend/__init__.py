@@ -49,4 +49,3 @@ __all__ = [
     "close_clients",
     "get_client",
 ]
-
