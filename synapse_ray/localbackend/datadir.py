@@ -12,12 +12,16 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import structlog
+
 from synapse_ray.backend.errors import LocalPathError
 
 __all__ = ["ENV_HOME", "default_data_dir", "ensure_data_dir", "load_or_create_token", "register_dataset"]
 
 ENV_HOME = "SYNAPSE_RAY_HOME"
 TOKEN_FILE = "token"
+
+log = structlog.get_logger("synapse_ray.backend.server")
 
 
 def default_data_dir() -> Path:
@@ -26,8 +30,30 @@ def default_data_dir() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".synapse_ray"
 
 
+def _make_private(path: Path, mode: int) -> None:
+    """Give ``path`` exactly ``mode`` if group or others can get in; say so once.
+
+    The data dir holds the token and every uploaded artifact: a pre-existing
+    0755 dir or 0644 token file would let other local users read them.
+    """
+    current = path.stat().st_mode & 0o777
+    if current & 0o077:
+        try:
+            path.chmod(mode)
+        except OSError as exc:
+            raise LocalPathError(
+                f"{str(path)!r} is readable by other users (mode {current:o}) and cannot be made "
+                f"private ({exc.strerror}); fix it with chmod {mode:o} or use another --data-dir.",
+                path=str(path),
+            ) from None
+        log.warning(
+            "backend.data_dir.tightened", path=str(path), old_mode=f"{current:o}", new_mode=f"{mode:o}"
+        )
+
+
 def ensure_data_dir(data_dir: Path) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private(data_dir, 0o700)
     (data_dir / "files").mkdir(exist_ok=True)
     (data_dir / "uploads").mkdir(exist_ok=True)
     return data_dir
@@ -43,6 +69,7 @@ def load_or_create_token(data_dir: Path) -> str:
         except FileNotFoundError:
             existing = ""
         if existing:
+            _make_private(path, 0o600)
             return existing
         token = secrets.token_urlsafe(32)
         try:
@@ -56,8 +83,13 @@ def load_or_create_token(data_dir: Path) -> str:
     return load_or_create_token(data_dir)
 
 
-def _collect_files(paths: Iterable[Path]) -> list[tuple[str, Path]]:
-    """``(name, source)`` for each file; a directory contributes its files by relative path."""
+def _collect_files(paths: Iterable[Path], follow_symlinks: bool = False) -> list[tuple[str, Path]]:
+    """``(name, source)`` for each file; a directory contributes its files by relative path.
+
+    A symlink inside a directory that points outside it is refused unless
+    ``follow_symlinks``: importing ``data/`` must not quietly copy (and then
+    serve) ``/etc/passwd``. A path named explicitly is the caller's choice.
+    """
     files: list[tuple[str, Path]] = []
     for path in paths:
         if not path.exists():
@@ -65,7 +97,14 @@ def _collect_files(paths: Iterable[Path]) -> list[tuple[str, Path]]:
         if path.is_file():
             files.append((path.name, path))
             continue
+        root = path.resolve()
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            if not follow_symlinks and not child.resolve().is_relative_to(root):
+                raise LocalPathError(
+                    f"Cannot register {str(child)!r}: it is a link to {str(child.resolve())!r}, outside "
+                    f"{str(path)!r}. Copy the file in, or pass --follow-symlinks to import it anyway.",
+                    path=str(child),
+                )
             files.append((child.relative_to(path).as_posix(), child))
     if not files:
         raise LocalPathError("Cannot register a dataset without files: the paths hold none.")
@@ -76,15 +115,18 @@ def _collect_files(paths: Iterable[Path]) -> list[tuple[str, Path]]:
     return files
 
 
-def register_dataset(data_dir: Path | None, name: str, paths: Iterable[str | Path]) -> int:
+def register_dataset(
+    data_dir: Path | None, name: str, paths: Iterable[str | Path], *, follow_symlinks: bool = False
+) -> int:
     """Copy local files into the store as a new data collection; returns its id.
 
     Works without a running server (the CLI ``backend add-dataset`` uses it).
-    Directories contribute their files under their relative paths.
+    Directories contribute their files under their relative paths; links
+    leading out of a directory are refused unless ``follow_symlinks``.
     """
     if not name.strip():
         raise LocalPathError("A dataset needs a non-empty name.")
-    files = _collect_files(Path(p) for p in paths)
+    files = _collect_files((Path(p) for p in paths), follow_symlinks)
     from .store import Store
 
     store = Store(data_dir or default_data_dir())

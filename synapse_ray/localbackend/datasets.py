@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import STORE, db, detail, file_url, int_id
+from .common import STORE, db, detail, file_url, int_id, page_of, paging
 
 __all__ = ["routes"]
 
@@ -38,8 +38,9 @@ async def get_data_collection(request: web.Request) -> web.Response:
 
 async def list_data_collections(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    items = [collection_json(request, r) for r in await db(request, store.list_data_collections)]
-    return web.json_response({"count": len(items), "results": items})
+    offset, limit = paging(request)
+    total, records = await db(request, store.list_data_collections, offset, limit)
+    return page_of(request, total, [collection_json(request, r) for r in records], offset, limit)
 
 
 routes = [

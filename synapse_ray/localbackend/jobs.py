@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
-from .common import STORE, db, detail, int_id, json_body
+from .common import STORE, db, detail, int_id, json_body, page_of, paging
 
 __all__ = ["JOB_STATUSES", "routes"]
 
@@ -15,9 +16,10 @@ _READ_ONLY_FIELDS = ("id", "created", "updated", "tenant")
 
 
 def job_errors(payload: dict[str, Any]) -> dict[str, list[str]]:
-    status = payload.get("status")
-    if status is not None and status not in JOB_STATUSES:
-        return {"status": [f"{status!r} is not one of {', '.join(JOB_STATUSES)}."]}
+    """Only the documented statuses; a given ``status`` (even ``null``) must be one of them."""
+    if "status" in payload and payload["status"] not in JOB_STATUSES:
+        shown = json.dumps(payload["status"])[:100]
+        return {"status": [f"{shown} is not one of {', '.join(JOB_STATUSES)}."]}
     return {}
 
 
@@ -45,8 +47,9 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    jobs = await db(request, store.list_jobs)
-    return web.json_response({"count": len(jobs), "results": jobs})
+    offset, limit = paging(request)
+    total, jobs = await db(request, store.list_jobs, offset, limit)
+    return page_of(request, total, jobs, offset, limit)
 
 
 async def update_job(request: web.Request) -> web.Response:

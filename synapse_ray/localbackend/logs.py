@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import STORE, db, detail, json_body
+from .common import STORE, db, detail, json_body, page_of, paging
 
 __all__ = ["routes"]
 
@@ -20,8 +20,9 @@ async def create_logs(request: web.Request) -> web.Response:
 
 async def list_logs(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    entries = await db(request, store.list_logs, request.query.get("job"))
-    return web.json_response({"count": len(entries), "results": entries})
+    offset, limit = paging(request)
+    total, entries = await db(request, store.list_logs, request.query.get("job"), offset, limit)
+    return page_of(request, total, entries, offset, limit)
 
 
 routes = [

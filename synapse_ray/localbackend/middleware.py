@@ -7,7 +7,9 @@ injection middleware wraps them all.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import sqlite3
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +20,7 @@ from aiohttp import web
 from synapse_ray.backend.policy import IDEMPOTENCY_HEADER
 from synapse_ray.backend.spec import TOKEN_HEADER
 
-from .store import Store
+from .common import STORE, db
 
 __all__ = ["auth_middleware", "error_middleware", "idempotency_middleware"]
 
@@ -32,7 +34,12 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 
 
 def error_middleware() -> Any:
-    """Every error answer is JSON ``{"detail": ...}`` like the real API."""
+    """Every error answer is JSON ``{"detail": ...}`` like the real API.
+
+    A handler bug is logged with its type and stack frames only: an
+    exception's text can quote request data (a header, say), and nothing a
+    client sent may reach the server log.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -44,20 +51,30 @@ def error_middleware() -> Any:
             return _json_error(exc.status, exc.reason)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                return _internal(request, exc)
+            # Another process (add-dataset) held the write lock past the busy timeout.
+            return _json_error(503, "The database is busy; retry shortly.", headers={"Retry-After": "1"})
         except Exception as exc:  # noqa: BLE001 - any handler bug becomes a JSON 500
-            log.error(
-                "backend.server.error",
-                method=request.method,
-                path=request.path,
-                error=repr(exc),
-                traceback=traceback.format_exc(),
-            )
-            return _json_error(500, f"Internal server error: {type(exc).__name__}.")
+            return _internal(request, exc)
 
     return middleware
 
 
+def _internal(request: web.Request, exc: BaseException) -> web.Response:
+    log.error(
+        "backend.server.error",
+        method=request.method,
+        path=request.path,
+        error=type(exc).__name__,
+        traceback="".join(traceback.format_tb(exc.__traceback__)),
+    )
+    return _json_error(500, f"Internal server error: {type(exc).__name__}.")
+
+
 def auth_middleware(token: str) -> Any:
+    """Constant-time token check before anything else reads the request."""
     expected = f"Token {token}".encode()
     bare = token.encode()
 
@@ -66,7 +83,9 @@ def auth_middleware(token: str) -> Any:
         given = request.headers.get(TOKEN_HEADER)
         if not given:
             return _json_error(401, "Authentication credentials were not provided.")
-        raw = given.strip().encode()
+        # Header bytes that are not UTF-8 arrive as surrogates: compare the bytes
+        # as sent instead of failing to encode them (which used to be a 500).
+        raw = given.strip().encode("utf-8", "surrogateescape")
         if not (hmac.compare_digest(raw, expected) or hmac.compare_digest(raw, bare)):
             return _json_error(401, "Invalid token.")
         return await handler(request)
@@ -74,11 +93,31 @@ def auth_middleware(token: str) -> Any:
     return middleware
 
 
-def idempotency_middleware(store: Store) -> Any:
+async def _fingerprint(request: web.Request) -> str:
+    """What a key is bound to: tenant, method, path, query, and the body (a POST)
+    or the declared range (a PUT chunk, whose body is streamed, not buffered)."""
+    digest = hashlib.sha256()
+    for part in (
+        request.headers.get("Synapse-Tenant", ""),
+        request.method,
+        request.path,
+        request.query_string,
+        request.headers.get("Content-Range", ""),
+    ):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    if request.method == "POST":
+        digest.update(await request.read())
+    return digest.hexdigest()
+
+
+def idempotency_middleware() -> Any:
     """Replay the stored answer for a repeated ``Idempotency-Key`` (POST, or PUT with a key).
 
-    Answers below 500 (except 429) are stored, so a client retrying after a
-    lost answer gets the original result instead of a second record.
+    Only 2xx answers are stored and replayed: an error answer (say, a chunk
+    body cut off by a dropped connection, or a 503) lets the client's retry of
+    the same key run again. A key is bound to its request (tenant, path and
+    body): the same key with a different request is refused with 422, never
+    answered with another request's result.
     """
     locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
@@ -87,27 +126,42 @@ def idempotency_middleware(store: Store) -> Any:
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if not key or request.method not in ("POST", "PUT"):
             return await handler(request)
+        store = request.app[STORE]
         ident = (key, request.method, request.path)
+        fingerprint = await _fingerprint(request)
         lock = locks.setdefault(ident, asyncio.Lock())
-        async with lock:
-            stored = store.get_idempotent(*ident)
-            if stored is not None:
-                return web.Response(
-                    status=stored["status"],
-                    body=stored["body"],
-                    content_type=stored["content_type"] or "application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
-            response = await handler(request)
-            # Only successes are replayed: a 4xx (say, a chunk body cut off by a
-            # dropped connection) must let the client's retry of the same key through.
-            if (
-                isinstance(response, web.Response)
-                and 200 <= response.status < 300
-                and isinstance(response.body, bytes)
-            ):
-                store.put_idempotent(*ident, response.status, response.body, response.content_type)
-        locks.pop(ident, None)
+        try:
+            async with lock:
+                stored = await db(request, store.get_idempotent, *ident)
+                if stored is not None:
+                    if stored["fingerprint"] not in (None, fingerprint):
+                        return _json_error(
+                            422, f"This {IDEMPOTENCY_HEADER} was already used with a different request."
+                        )
+                    return web.Response(
+                        status=stored["status"],
+                        body=stored["body"],
+                        content_type=stored["content_type"] or "application/json",
+                        headers={"Idempotent-Replayed": "true"},
+                    )
+                response = await handler(request)
+                if (
+                    isinstance(response, web.Response)
+                    and 200 <= response.status < 300
+                    and isinstance(response.body, bytes)
+                ):
+                    await db(
+                        request,
+                        store.put_idempotent,
+                        *ident,
+                        response.status,
+                        response.body,
+                        response.content_type,
+                        fingerprint,
+                    )
+        finally:
+            if not lock.locked():
+                locks.pop(ident, None)
         return response
 
     return middleware

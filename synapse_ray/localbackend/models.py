@@ -6,7 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import STORE, db, detail, file_url, int_id, json_body
+from synapse_ray.backend.policy import IDEMPOTENCY_HEADER
+
+from .common import STORE, db, detail, file_url, int_id, json_body, page_of, paging
 
 __all__ = ["MODEL_FIELDS", "routes"]
 
@@ -37,17 +39,24 @@ async def create_model(request: web.Request) -> web.Response:
     if payload.get("configuration") is not None and not isinstance(payload["configuration"], dict):
         errors["configuration"] = ["Must be a JSON object."]
     upload_id = payload.get("chunked_upload")
-    upload = await db(request, store.get_upload, str(upload_id)) if upload_id else None
-    if not upload_id:
-        errors["chunked_upload"] = ["This field is required."]
-    elif upload is None:
+    if isinstance(upload_id, int) and not isinstance(upload_id, bool):
+        upload_id = str(upload_id)
+    if not upload_id or not isinstance(upload_id, str):
+        errors["chunked_upload"] = ["This field is required (the id of a complete chunked upload)."]
+    elif (upload := await db(request, store.get_upload, upload_id)) is None:
         errors["chunked_upload"] = [f"Chunked upload {upload_id!r} does not exist."]
-    elif upload["status"] != "complete":
+    elif upload["status"] not in ("complete", "consumed"):
         errors["chunked_upload"] = [f"Chunked upload is {upload['status']}, not complete."]
-    if errors or upload is None:
+    if errors:
         return web.json_response(errors, status=400)
     fields = {key: payload.get(key) for key in MODEL_FIELDS}
-    model = await db(request, store.create_model, fields, upload, request.headers.get("Synapse-Tenant"))
+    tenant = request.headers.get("Synapse-Tenant")
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    # The upload's state is checked inside the store call: two requests racing
+    # for one upload cannot both pass a check made before either writes.
+    model = await db(request, store.create_model, fields, upload_id, tenant, key)
+    if isinstance(model, str):
+        return web.json_response({"chunked_upload": [model]}, status=400)
     return web.json_response(model_json(request, model), status=201)
 
 
@@ -61,8 +70,10 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    models = [model_json(request, m) for m in await db(request, store.list_models, dict(request.query))]
-    return web.json_response({"count": len(models), "results": models})
+    offset, limit = paging(request)
+    filters = {k: v for k, v in request.query.items() if k not in ("page", "page_size")}
+    total, models = await db(request, store.list_models, filters, offset, limit)
+    return page_of(request, total, [model_json(request, m) for m in models], offset, limit)
 
 
 routes = [

@@ -7,11 +7,15 @@ Layout of a data dir::
                            while a server runs)
     files/                 artifacts served under GET files/...
       data_collections/{id}/{name}
-      models/{id}/{file_name}
+      models/{upload_id}/{file_name}
     uploads/{upload_id}.part   chunked uploads in progress
 
 Records are returned as plain dicts; the server turns stored relative file
-paths into absolute URLs for the requesting origin.
+paths into absolute URLs under its configured origin.
+
+One connection, used from one thread at a time: the server runs every store
+call on a single worker thread (never on its event loop), and SQLite's busy
+timeout lets a write wait for another process's short transaction.
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "file_md5"]
+from .records import RecordsMixin, now
+
+__all__ = ["BUSY_TIMEOUT_S", "Store", "file_md5"]
+
+BUSY_TIMEOUT_S = 5.0  # a write waits this long for another process's transaction
+STAGING_PREFIX = ".staging-"  # add-dataset copies here before its (short) transaction
+ORPHAN_GRACE_S = 3600.0  # a file with no record is a leftover once it is this old
 
 DB_FILE = "backend.sqlite3"
 
@@ -89,9 +101,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# Columns added after the first release: (table, column, declaration).
+_ADDED_COLUMNS = (
+    ("chunked_uploads", "tenant", "TEXT"),
+    ("chunked_uploads", "model_id", "INTEGER"),
+    ("chunked_uploads", "consumed_key", "TEXT"),
+    ("idempotency", "fingerprint", "TEXT"),
+)
 
 
 def _days_ago(days: float) -> str:
@@ -99,16 +115,13 @@ def _days_ago(days: float) -> str:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def file_md5(path: Path, block: int = 1024 * 1024) -> str:
-    hasher = hashlib.md5()
+def file_md5(path: Path) -> str:
     with path.open("rb") as fh:
-        while data := fh.read(block):
-            hasher.update(data)
-    return hasher.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
-class Store:
-    """SQLite records of one data dir. Not thread-safe: one owner thread."""
+class Store(RecordsMixin):
+    """SQLite records of one data dir. One thread at a time (the server's db thread)."""
 
     def __init__(self, data_dir: Path) -> None:
         from .datadir import ensure_data_dir
@@ -116,29 +129,52 @@ class Store:
         self.data_dir = ensure_data_dir(data_dir)
         self.files_dir = data_dir / "files"
         self.uploads_dir = data_dir / "uploads"
-        self.db = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, timeout=30)
+        self.db = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: no fsync per commit (one per checkpoint); a crash may lose
         # the last records but never corrupts the database.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        for table, column, declaration in _ADDED_COLUMNS:
+            present = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         self.db.commit()
         self.prune()
 
-    def prune(self, keys_days: float = 1.0, uploads_days: float = 7.0) -> None:
-        """Forget old idempotency keys and abandoned uploads so neither grows forever."""
+    def prune(
+        self, keys_days: float = 1.0, uploads_days: float = 7.0, grace_s: float = ORPHAN_GRACE_S
+    ) -> None:
+        """Reclaim every kind of leftover so neither the database nor the disk grows forever.
+
+        Old idempotency keys; uploads never finished, failed or never made into
+        a model (record, ``.part`` and any file already moved for a model that
+        was never recorded); ``.part`` files with no record (a crash during the
+        first chunk); staging folders of an interrupted ``add-dataset``.
+        """
         key_cutoff = _days_ago(keys_days)
         upload_cutoff = _days_ago(uploads_days)
         with self.db:
             self.db.execute("DELETE FROM idempotency WHERE created < ?", (key_cutoff,))
             stale = self.db.execute(
-                "SELECT id FROM chunked_uploads WHERE status IN ('uploading', 'failed') AND created < ?",
+                "SELECT id FROM chunked_uploads WHERE status IN ('uploading', 'failed', 'complete') "
+                "AND created < ?",
                 (upload_cutoff,),
             ).fetchall()
             for row in stale:
                 self.upload_path(row["id"]).unlink(missing_ok=True)
+                shutil.rmtree(self.model_dir(row["id"]), ignore_errors=True)
                 self.db.execute("DELETE FROM chunked_uploads WHERE id = ?", (row["id"],))
+            known = {row["id"] for row in self.db.execute("SELECT id FROM chunked_uploads")}
+        old = time.time() - grace_s
+        for part in self.uploads_dir.glob("*.part"):
+            if part.stem not in known and _mtime(part) < old:
+                part.unlink(missing_ok=True)
+        staging_root = self.files_dir / "data_collections"
+        for folder in staging_root.glob(f"{STAGING_PREFIX}*"):
+            if _mtime(folder) < old:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         self.db.close()
@@ -158,37 +194,45 @@ class Store:
         ).fetchall()
         return {**dict(row), "files": [dict(f) for f in files]}
 
-    def list_data_collections(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT id FROM data_collections ORDER BY id").fetchall()
-        return [c for r in rows if (c := self.get_data_collection(r["id"])) is not None]
+    def list_data_collections(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        rows = self.db.execute(
+            "SELECT id FROM data_collections ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        ).fetchall()
+        items = [c for r in rows if (c := self.get_data_collection(r["id"])) is not None]
+        return self.count("data_collections"), items
 
     def add_data_collection(self, name: str, files: Sequence[tuple[str, Path]]) -> int:
-        """Copy ``(name, source)`` files into the store under a new collection id."""
-        with self.db:
-            cursor = self.db.execute(
-                "INSERT INTO data_collections (name, created) VALUES (?, ?)", (name, now())
-            )
-            collection_id = int(cursor.lastrowid or 0)
-            folder = self.files_dir / "data_collections" / str(collection_id)
-            try:
-                for file_name, source in files:
-                    target = folder / file_name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
-                    self.db.execute(
-                        "INSERT INTO file_specifications "
-                        "(data_collection, name, path, size, checksum) VALUES (?, ?, ?, ?, ?)",
-                        (
-                            collection_id,
-                            file_name,
-                            target.relative_to(self.files_dir).as_posix(),
-                            target.stat().st_size,
-                            file_md5(target),
-                        ),
-                    )
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
+        """Copy ``(name, source)`` files into the store under a new collection id.
+
+        The copy and the hashing happen in a staging folder *before* the write
+        transaction, which then only inserts rows and renames the folder: a
+        running server waits milliseconds for the lock, not for the copy.
+        """
+        root = self.files_dir / "data_collections"
+        staging = root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        rows = []
+        try:
+            for file_name, source in files:
+                target = staging / file_name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                rows.append((file_name, target.stat().st_size, file_md5(target)))
+            with self.db:
+                cursor = self.db.execute(
+                    "INSERT INTO data_collections (name, created) VALUES (?, ?)", (name, now())
+                )
+                collection_id = int(cursor.lastrowid or 0)
+                self.db.executemany(
+                    "INSERT INTO file_specifications "
+                    "(data_collection, name, path, size, checksum) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (collection_id, file_name, f"data_collections/{collection_id}/{file_name}", size, md5)
+                        for file_name, size, md5 in rows
+                    ],
+                )
+                os.replace(staging, root / str(collection_id))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return collection_id
 
     # -- chunked uploads -----------------------------------------------------------------
@@ -197,13 +241,21 @@ class Store:
         row = self.db.execute("SELECT * FROM chunked_uploads WHERE id = ?", (upload_id,)).fetchone()
         return dict(row) if row else None
 
-    def create_upload(self, upload_id: str, filename: str, size: int, offset: int) -> None:
+    def create_upload(
+        self, upload_id: str, filename: str, size: int, offset: int, tenant: str | None = None
+    ) -> None:
         with self.db:
             self.db.execute(
-                'INSERT INTO chunked_uploads (id, filename, size, "offset", status, created) '
-                "VALUES (?, ?, ?, ?, 'uploading', ?)",
-                (upload_id, filename, size, offset, now()),
+                'INSERT INTO chunked_uploads (id, filename, size, "offset", status, tenant, created) '
+                "VALUES (?, ?, ?, ?, 'uploading', ?, ?)",
+                (upload_id, filename, size, offset, tenant, now()),
             )
+
+    def count_open_uploads(self, tenant: str | None) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM chunked_uploads WHERE status = 'uploading' AND tenant IS ?", (tenant,)
+        ).fetchone()
+        return int(row[0])
 
     def set_upload(self, upload_id: str, **values: Any) -> None:
         assignments = ", ".join(f'"{key}" = ?' for key in values)
@@ -216,18 +268,64 @@ class Store:
     def upload_path(self, upload_id: str) -> Path:
         return self.uploads_dir / f"{upload_id}.part"
 
+    def model_dir(self, upload_id: str) -> Path:
+        """Where an upload's file lives once it is a model: named by the upload, so
+        moving it is repeatable after a crash (the model id is not known yet)."""
+        return self.files_dir / "models" / upload_id
+
     # -- models ----------------------------------------------------------------------
 
     def create_model(
-        self, fields: dict[str, Any], upload: dict[str, Any], tenant: str | None
-    ) -> dict[str, Any]:
-        """Record a model and move its completed upload under ``files/models/{id}/``."""
+        self, fields: dict[str, Any], upload_id: str, tenant: str | None, key: str | None
+    ) -> dict[str, Any] | str:
+        """Make a complete upload into a model; the model, or why not (a message).
+
+        Crash-safe in two moves: the file goes to :meth:`model_dir` first (a
+        rename, repeatable: a retry finds it there), then one transaction
+        records the model and marks the upload consumed, remembering the
+        request's idempotency key, so a retry whose answer was lost gets this
+        model back even if the key's stored answer was not written.
+        """
+        upload = self.get_upload(upload_id)
+        if upload is None:
+            return f"Chunked upload {upload_id!r} does not exist."
+        if upload["status"] == "consumed" and key and upload["consumed_key"] == key:
+            model = self.get_model(int(upload["model_id"]))
+            if model is not None:
+                return model
+        if upload["status"] != "complete":
+            return f"Chunked upload is {upload['status']}, not complete."
+        target = self._place_upload_file(upload)
+        model_id = self._record_model(fields, upload, target, tenant, key)
+        model = self.get_model(model_id)
+        assert model is not None
+        return model
+
+    def _place_upload_file(self, upload: dict[str, Any]) -> Path:
+        target = self.model_dir(upload["id"]) / upload["filename"]
+        part = self.upload_path(upload["id"])
+        if part.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, target)
+        elif not target.exists():
+            raise FileNotFoundError(f"The file of upload {upload['id']} is gone from the data dir.")
+        return target
+
+    def _record_model(
+        self,
+        fields: dict[str, Any],
+        upload: dict[str, Any],
+        target: Path,
+        tenant: str | None,
+        key: str | None,
+    ) -> int:
         with self.db:
             cursor = self.db.execute(
                 "INSERT INTO models (fields, file_path, file_name, file_size, checksum, tenant, "
-                "created) VALUES (?, '', ?, ?, ?, ?, ?)",
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     json.dumps(fields),
+                    target.relative_to(self.files_dir).as_posix(),
                     upload["filename"],
                     upload["size"],
                     upload["md5"],
@@ -236,17 +334,11 @@ class Store:
                 ),
             )
             model_id = int(cursor.lastrowid or 0)
-            target = self.files_dir / "models" / str(model_id) / upload["filename"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.upload_path(upload["id"]), target)
             self.db.execute(
-                "UPDATE models SET file_path = ? WHERE id = ?",
-                (target.relative_to(self.files_dir).as_posix(), model_id),
+                "UPDATE chunked_uploads SET status = 'consumed', model_id = ?, consumed_key = ? WHERE id = ?",
+                (model_id, key, upload["id"]),
             )
-            self.db.execute("UPDATE chunked_uploads SET status = 'consumed' WHERE id = ?", (upload["id"],))
-        model = self.get_model(model_id)
-        assert model is not None
-        return model
+        return model_id
 
     def get_model(self, model_id: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
@@ -255,84 +347,22 @@ class Store:
         record = dict(row)
         return {**json.loads(record.pop("fields")), **record}
 
-    def list_models(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+    def list_models(
+        self, filters: dict[str, str], offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """``(count, one page)`` of the models matching ``filters`` (compared as text)."""
+        if not filters:
+            total = self.count("models")
+            rows = self.db.execute("SELECT id FROM models ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+            return total, [m for r in rows.fetchall() if (m := self.get_model(r["id"])) is not None]
         rows = self.db.execute("SELECT id FROM models ORDER BY id").fetchall()
         models = [m for r in rows if (m := self.get_model(r["id"])) is not None]
-        return [m for m in models if all(str(m.get(k)) == v for k, v in filters.items())]
+        matching = [m for m in models if all(str(m.get(k)) == v for k, v in filters.items())]
+        return len(matching), matching[offset : offset + limit]
 
-    def count(self, table: str) -> int:
-        if table not in {"data_collections", "models", "jobs", "logs", "chunked_uploads"}:
-            raise ValueError(table)
-        return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-    # -- jobs and logs -------------------------------------------------------------------
-
-    def create_job(self, fields: dict[str, Any], tenant: str | None) -> dict[str, Any]:
-        stamp = now()
-        with self.db:
-            cursor = self.db.execute(
-                "INSERT INTO jobs (fields, tenant, created, updated) VALUES (?, ?, ?, ?)",
-                (json.dumps(fields), tenant, stamp, stamp),
-            )
-        job = self.get_job(int(cursor.lastrowid or 0))
-        assert job is not None
-        return job
-
-    def get_job(self, job_id: int) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        record = dict(row)
-        return {**json.loads(record.pop("fields")), **record}
-
-    def update_job(self, job_id: int, changes: dict[str, Any]) -> dict[str, Any] | None:
-        with self.db:
-            row = self.db.execute("SELECT fields FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                return None
-            fields = {**json.loads(row["fields"]), **changes}
-            self.db.execute(
-                "UPDATE jobs SET fields = ?, updated = ? WHERE id = ?",
-                (json.dumps(fields), now(), job_id),
-            )
-        return self.get_job(job_id)
-
-    def list_jobs(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT id FROM jobs ORDER BY id").fetchall()
-        return [j for r in rows if (j := self.get_job(r["id"])) is not None]
-
-    def add_logs(self, entries: Iterable[dict[str, Any]]) -> int:
-        stamp = now()
-        rows = [(str(e["job"]) if e.get("job") is not None else None, json.dumps(e), stamp) for e in entries]
-        with self.db:
-            self.db.executemany("INSERT INTO logs (job, entry, created) VALUES (?, ?, ?)", rows)
-        return len(rows)
-
-    def list_logs(self, job: str | None) -> list[dict[str, Any]]:
-        if job is None:
-            rows = self.db.execute("SELECT id, entry, created FROM logs ORDER BY id").fetchall()
-        else:
-            rows = self.db.execute(
-                "SELECT id, entry, created FROM logs WHERE job = ? ORDER BY id", (job,)
-            ).fetchall()
-        return [{**json.loads(r["entry"]), "id": r["id"], "created": r["created"]} for r in rows]
-
-    # -- idempotency -----------------------------------------------------------------
-
-    def get_idempotent(self, key: str, method: str, path: str) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT status, body, content_type FROM idempotency WHERE key = ? AND method = ? AND path = ?",
-            (key, method, path),
-        ).fetchone()
-        return dict(row) if row else None
-
-    def put_idempotent(
-        self, key: str, method: str, path: str, status: int, body: bytes, content_type: str | None
-    ) -> None:
-        with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO idempotency "
-                "(key, method, path, status, body, content_type, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, method, path, status, body, content_type, now()),
-            )
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -17,19 +18,22 @@ from typing import Any, BinaryIO
 from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .common import STORE, UPLOADS, UploadState, base_url, db, detail, json_body
+from .common import SETTINGS, STORE, UPLOADS, UploadState, db, detail, json_body, origin
 from .store import Store
 
 __all__ = ["routes"]
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# At most 19 digits: every value fits SQLite's INTEGER, and a 5000-digit number
+# is refused by the pattern instead of failing int() with a 500.
+_CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
+_MAX_NAME_BYTES = 255
 _WRITE_BLOCK = 1024 * 1024
 
 
 def upload_json(request: web.Request, upload: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": upload["id"],
-        "url": f"{base_url(request)}/chunked_upload/{upload['id']}/",
+        "url": f"{origin(request)}/chunked_upload/{upload['id']}/",
         "offset": upload["offset"],
         "size": upload["size"],
         "filename": upload["filename"],
@@ -46,16 +50,24 @@ async def put_chunk(request: web.Request) -> web.Response:
     start, end, total = (int(g) for g in match.groups())
     if end < start or end >= total:
         return detail(400, f"Invalid Content-Range {match.group(0)!r}.")
+    limits = request.app[SETTINGS].limits
     length = end - start + 1
+    if length > limits.max_chunk_bytes:
+        return detail(413, f"A chunk may have at most {limits.max_chunk_bytes} bytes, this one has {length}.")
     if request.content_length is not None and request.content_length != length:
         return detail(400, "Content-Length does not match Content-Range.")
     upload_id = request.match_info.get("upload_id")
     if upload_id is None:
-        if start != 0:
-            return detail(400, "A new chunked upload must start at byte 0.")
+        refusal = await _refuse_new_upload(request, start, total)
+        if refusal is not None:
+            return refusal
         filename = _safe_filename(request.query.get("filename", ""))
         if filename is None:
-            return detail(400, "The 'filename' query parameter is not a valid file name.")
+            return detail(
+                400,
+                f"The 'filename' query parameter must be a file name of at most {_MAX_NAME_BYTES} "
+                f"bytes without NUL.",
+            )
         upload: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "filename": filename,
@@ -89,7 +101,9 @@ async def put_chunk(request: web.Request) -> web.Response:
             if current is None or current["offset"] != start:
                 return detail(409, "The upload moved on.", offset=(current or {}).get("offset"))
         hasher = await _hasher_for(store, uploads, upload, start)
-        written, error = await _receive(request, store.upload_path(upload["id"]), start, length, hasher)
+        written, error = await _receive(
+            request, store.upload_path(upload["id"]), start, length, hasher, limits.body_read_timeout
+        )
         if error is not None:
             if is_new:
                 store.upload_path(upload["id"]).unlink(missing_ok=True)
@@ -97,7 +111,8 @@ async def put_chunk(request: web.Request) -> web.Response:
             return detail(400, error, offset=start)
         uploads.hashers[upload["id"]] = hasher
         if is_new:
-            await db(request, store.create_upload, upload["id"], upload["filename"], total, written)
+            tenant = request.headers.get("Synapse-Tenant")
+            await db(request, store.create_upload, upload["id"], upload["filename"], total, written, tenant)
         else:
             await db(request, store.set_upload, upload["id"], offset=start + written)
         fresh = await db(request, store.get_upload, upload["id"])
@@ -119,8 +134,14 @@ async def complete_upload(request: web.Request) -> web.Response:
     upload = await db(request, store.get_upload, upload_id)
     if upload is None:
         return detail(404, "Chunked upload not found.")
-    payload = await json_body(request) if request.can_read_body else {}
-    claimed = str(payload.get("md5", "")).lower() if isinstance(payload, dict) else ""
+    payload = await json_body(request) if request.body_exists else {}
+    claimed = payload.get("md5") if isinstance(payload, dict) else None
+    if not isinstance(claimed, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", claimed):
+        # Verification is the point of completing: an upload is never accepted unchecked.
+        return web.json_response({"md5": ["Required: the md5 of the whole file, 32 hex digits."]}, status=400)
+    claimed = claimed.lower()
+    if upload["status"] == "failed":
+        return detail(400, "The upload failed its md5 check and cannot be completed; start a new upload.")
     if upload["status"] in ("complete", "consumed"):
         if claimed and claimed != upload["md5"]:
             return web.json_response({"md5": ["Checksum does not match the upload."]}, status=400)
@@ -136,8 +157,9 @@ async def complete_upload(request: web.Request) -> web.Response:
         actual = hasher.hexdigest()
     else:
         actual = await asyncio.to_thread(_md5_of, store.upload_path(upload_id), upload["size"])
-    if claimed and claimed != actual:
+    if claimed != actual:
         await db(request, store.set_upload, upload_id, status="failed", md5=actual)
+        await asyncio.to_thread(store.upload_path(upload_id).unlink, True)
         return web.json_response(
             {"md5": [f"Checksum mismatch: client sent {claimed}, server computed {actual}."]},
             status=400,
@@ -158,14 +180,42 @@ routes = [
 ]
 
 
+async def _refuse_new_upload(request: web.Request, start: int, total: int) -> web.Response | None:
+    """Everything that would fail later, refused before the first byte is stored."""
+    limits = request.app[SETTINGS].limits
+    store = request.app[STORE]
+    if start != 0:
+        return detail(400, "A new chunked upload must start at byte 0.")
+    if total > limits.max_upload_bytes:
+        return detail(
+            413, f"An upload may have at most {limits.max_upload_bytes} bytes, this one declares {total}."
+        )
+    tenant = request.headers.get("Synapse-Tenant")
+    if await db(request, store.count_open_uploads, tenant) >= limits.max_open_uploads:
+        return detail(
+            400,
+            f"Too many unfinished uploads ({limits.max_open_uploads}) for this tenant: complete them "
+            f"or let them expire (7 days).",
+        )
+    free = (await asyncio.to_thread(shutil.disk_usage, store.uploads_dir)).free
+    if total + limits.free_disk_margin > free:
+        return detail(507, f"Not enough free disk for {total} bytes ({free} free on the server).")
+    return None
+
+
 def _safe_filename(name: str) -> str | None:
     base = PurePosixPath(name.replace("\\", "/")).name or "upload.bin"
     if base in (".", "..") or "\x00" in base:
+        return None
+    if len(base.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
         return None
     return base
 
 
 def _md5_of(path: Path, size: int) -> str:
+    if path.stat().st_size == size:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "md5").hexdigest()
     return _prefix_hasher(path, size).hexdigest()
 
 
@@ -198,10 +248,11 @@ def _write_block(fh: BinaryIO, hasher: Any, block: bytes) -> None:
 
 
 async def _receive(
-    request: web.Request, path: Path, start: int, length: int, hasher: Any
+    request: web.Request, path: Path, start: int, length: int, hasher: Any, read_timeout: float
 ) -> tuple[int, str | None]:
-    """Stream the body into ``path`` at ``start``; hash it. On a short or broken
-    body, truncate back to ``start`` and return an error (the chunk never counts)."""
+    """Stream the body into ``path`` at ``start``; hash it. On a short, long, stalled
+    or broken body, truncate back to ``start`` and return an error (the chunk never
+    counts). Reading stops at the declared length: extra bytes are never written."""
     fh = await asyncio.to_thread(_open_at, path, start)
     written = 0
     pending: asyncio.Future[None] | None = None
@@ -210,8 +261,11 @@ async def _receive(
     error: str | None = None
     try:
         while True:
-            data = await request.content.readany()
+            data = await asyncio.wait_for(request.content.readany(), read_timeout)
             if not data:
+                break
+            if written + buffered + len(data) > length:
+                error = f"Chunk body is longer than the {length} bytes Content-Range declares."
                 break
             parts.append(data)
             buffered += len(data)
@@ -226,12 +280,14 @@ async def _receive(
         if pending is not None:
             await pending
             pending = None
-        if parts:
+        if parts and error is None:
             block = b"".join(parts)
             written += len(block)
             await asyncio.to_thread(_write_block, fh, hasher, block)
-        if written != length:
+        if error is None and written != length:
             error = f"Chunk body has {written} bytes, Content-Range says {length}."
+    except TimeoutError:
+        error = f"Chunk body stalled: no bytes for {read_timeout:g} s."
     except (OSError, asyncio.IncompleteReadError, HttpProcessingError, ClientError) as exc:
         # The client went away or sent a malformed body: the chunk never counts.
         error = f"Chunk body was cut off: {type(exc).__name__}."
