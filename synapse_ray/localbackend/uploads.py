@@ -259,24 +259,29 @@ async def _receive(
     parts: list[bytes] = []
     buffered = 0
     error: str | None = None
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            data = await asyncio.wait_for(request.content.readany(), read_timeout)
-            if not data:
-                break
-            if written + buffered + len(data) > length:
-                error = f"Chunk body is longer than the {length} bytes Content-Range declares."
-                break
-            parts.append(data)
-            buffered += len(data)
-            if buffered >= _WRITE_BLOCK:
-                if pending is not None:
-                    await pending
-                block = b"".join(parts)
-                parts.clear()
-                buffered = 0
-                written += len(block)
-                pending = asyncio.ensure_future(asyncio.to_thread(_write_block, fh, hasher, block))
+        # One timeout for the whole body, pushed back after every read: a stall
+        # of read_timeout ends it (cheaper than a wait_for per read).
+        async with asyncio.timeout(read_timeout) as stall:
+            while True:
+                data = await request.content.readany()
+                stall.reschedule(loop.time() + read_timeout)
+                if not data:
+                    break
+                if written + buffered + len(data) > length:
+                    error = f"Chunk body is longer than the {length} bytes Content-Range declares."
+                    break
+                parts.append(data)
+                buffered += len(data)
+                if buffered >= _WRITE_BLOCK:
+                    if pending is not None:
+                        await pending
+                    block = b"".join(parts)
+                    parts.clear()
+                    buffered = 0
+                    written += len(block)
+                    pending = asyncio.ensure_future(asyncio.to_thread(_write_block, fh, hasher, block))
         if pending is not None:
             await pending
             pending = None

@@ -221,3 +221,19 @@ def test_lists_are_paginated_and_the_client_follows_next(limited: LocalBackendSe
         assert [m["name"] for m in client.list_models(name="m1")] == ["m1"]
         bad = client.request("GET", "jobs/", params={"page_size": 0}, allow_status=(400,))
         assert bad.status_code == 400
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(limited: LocalBackendServer) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=0.05) as sock:
+        sock.sendall(b"GET /jobs/ HTTP/1.1\r\nX-Slow: ")
+        closed = False
+        while not closed and time.monotonic() - started < 4:
+            try:
+                sock.sendall(b"a")
+                closed = sock.recv(100) == b""
+            except TimeoutError:
+                time.sleep(0.1)
+            except OSError:
+                closed = True
+    assert closed and time.monotonic() - started < 3
