@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ def test_cancel_interrupts_a_request_backoff_within_a_second(server: LocalBacken
     assert "GET jobs/1/" in str(info.value)
     assert isinstance(info.value.__cause__, ServerError) and info.value.__cause__.status == 503
     assert current_waiter() is None  # the scope is gone once the block ends
+    restored = pickle.loads(pickle.dumps(info.value))  # Ray ships it: type, text and cause survive
+    assert isinstance(restored, RunCancelledError) and isinstance(restored.__cause__, ServerError)
+    assert server.token.encode() not in pickle.dumps(info.value)
 
 
 def test_cancel_from_another_thread_reaches_the_worker_thread_scope(server: LocalBackendServer) -> None:
