@@ -20,7 +20,7 @@ from aiohttp import web
 from synapse_ray.backend.policy import IDEMPOTENCY_HEADER
 from synapse_ray.backend.spec import TOKEN_HEADER
 
-from .common import STORE, db
+from .common import SETTINGS, STORE, db
 
 __all__ = ["auth_middleware", "error_middleware", "idempotency_middleware"]
 
@@ -106,7 +106,13 @@ async def _fingerprint(request: web.Request) -> str:
     ):
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
     if request.method == "POST":
-        digest.update(await request.read())
+        limit = request.app[SETTINGS].limits.body_read_timeout
+        try:
+            digest.update(await asyncio.wait_for(request.read(), limit))
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text='{"detail": "The body did not arrive in time."}', content_type="application/json"
+            ) from None
     return digest.hexdigest()
 
 

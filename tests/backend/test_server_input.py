@@ -237,3 +237,17 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(limited: LocalBackendServer) 
             except OSError:
                 closed = True
     assert closed and time.monotonic() - started < 3
+
+
+def test_a_json_body_that_never_arrives_is_408(limited: LocalBackendServer) -> None:
+    head = (
+        b"POST /jobs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\nIdempotency-Key: k\r\n"
+        + f"Synapse-Access-Token: Token {limited.token}".encode()
+    )
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=5) as sock:
+        sock.sendall(head + b"\r\n\r\n" + b'{"a": ')  # then nothing more
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 3 and limited.store.count("jobs") == 0
