@@ -73,14 +73,18 @@ def test_malformed_input_is_a_clear_4xx(
     assert server.store.count("jobs") == 0
 
 
-def test_five_thousand_digit_content_range_is_400_and_writes_nothing(server: LocalBackendServer) -> None:
+@pytest.mark.parametrize(("total", "status"), [("9" * 5000, 400), (str(2**63 + 1), 413), (str(2**64), 400)])
+def test_absurd_declared_totals_are_refused_and_write_nothing(
+    server: LocalBackendServer, total: str, status: int
+) -> None:
     head = (
         f"PUT /chunked_upload/?filename=a.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Range: bytes 0-0/{'9' * 5000}\r\nContent-Length: 1\r\n"
+        f"Content-Range: bytes 0-0/{total}\r\nContent-Length: 1\r\n"
     ).encode() + _auth(server)
-    status, _ = raw_request(server.port, head, b"x")
-    assert status == 400
+    got, answer = raw_request(server.port, head, b"x")
+    assert got == status, answer[:300]
     assert list((server.data_dir / "uploads").iterdir()) == []
+    assert server.store.count("chunked_uploads") == 0
 
 
 @pytest.mark.parametrize("host", [b"[::1", b"a b", b"\xff\xfe", b"evil.example:1"])
