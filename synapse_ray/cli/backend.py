@@ -74,6 +74,12 @@ def serve(
             f"Use only on a trusted network.",
             err=True,
         )
+        if public_url is None:
+            click.echo(
+                "  Returned file URLs name 127.0.0.1; pass --public-url http://THIS-HOST:PORT so "
+                "they work from other machines.",
+                err=True,
+            )
     try:
         server = LocalBackendServer(
             _data_dir(data_dir), host=host, port=port, public_url=public_url, test_mode=test_mode
