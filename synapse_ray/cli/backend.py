@@ -74,7 +74,7 @@ def serve(
             f"Use only on a trusted network.",
             err=True,
         )
-        if public_url is None:
+        if public_url is None and host.strip("[]") in ("0.0.0.0", "::"):
             click.echo(
                 "  Returned file URLs name 127.0.0.1; pass --public-url http://THIS-HOST:PORT so "
                 "they work from other machines.",
