@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from synapse_ray.action import BaseAction
     from synapse_ray.backend import BackendClient, BackendSpec
-    from synapse_ray.backend.server import LocalBackendServer
     from synapse_ray.enums import LogLevel, PluginCategory, RunMethod
     from synapse_ray.errors import (
         ActionError,
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
+    from synapse_ray.localbackend import LocalBackendServer
     from synapse_ray.runtime.context import RuntimeContext
     from synapse_ray.runtime.plugin_env import PluginEnvironment
     from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
@@ -66,7 +66,7 @@ _EXPORTS = {
     "ConfigurationError": "synapse_ray.errors",
     "ContextPicklingError": "synapse_ray.errors",
     "Executor": "synapse_ray.executors.base",
-    "LocalBackendServer": "synapse_ray.backend.server",
+    "LocalBackendServer": "synapse_ray.localbackend",
     "LocalExecutor": "synapse_ray.executors.local",
     "NoBackendError": "synapse_ray.errors",
     "ParamsValidationError": "synapse_ray.errors",

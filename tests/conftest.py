@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def digits_backend(tmp_path_factory: pytest.TempPathFactory):
-    from synapse_ray.backend import LocalBackendServer, register_dataset
+    from synapse_ray.localbackend import LocalBackendServer, register_dataset
 
     data_dir = tmp_path_factory.mktemp("examples-backend")
     npz = data_dir / "digits.npz"

@@ -1,15 +1,15 @@
-"""HTTP policy shared by the client: what to retry, how long to wait, which error.
+"""HTTP policy shared by the client: what to retry, which error, what it may carry.
 
-Kept apart from :mod:`.client` so the rules (status -> error type, backoff,
-``Retry-After``) read in one place and are testable without a server.
+Kept apart from :mod:`.client` so the rules (status -> error type,
+``Retry-After``, scrubbing secrets out of errors) read in one place and are
+testable without a server. The backoff itself is in :mod:`.retrying`.
 """
 
 from __future__ import annotations
 
 import email.utils
-import random
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -23,6 +23,7 @@ from .errors import (
     RateLimitError,
     ServerError,
 )
+from .retrying import MAX_BACKOFF, backoff_delay
 from .spec import ENV_TOKEN
 
 __all__ = [
@@ -31,21 +32,69 @@ __all__ = [
     "MAX_BACKOFF",
     "RETRYABLE_STATUSES",
     "backoff_delay",
+    "detach_request",
     "error_from_response",
     "parse_retry_after",
+    "response_json",
+    "scrub",
 ]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 120.0
 
+E = TypeVar("E", bound=BaseException)
+T = TypeVar("T")
 
-def backoff_delay(base: float, attempt: int) -> float:
-    """Exponential backoff with +-20% jitter so workers don't retry in lockstep."""
-    delay = min(MAX_BACKOFF, base * (2**attempt))
-    return delay * random.uniform(0.8, 1.2)
+
+def scrub(value: T, secret: str | None) -> T:
+    """``value`` with every occurrence of ``secret`` in its strings (keys too) masked."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {scrub(k, secret): scrub(v, secret) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(item, secret) for item in value)  # type: ignore[return-value]
+    return value
+
+
+def detach_request(exc: E, secret: str | None = None) -> E:
+    """A copy of an httpx error without its ``request`` (whose headers hold the token).
+
+    The error we raise chains this copy instead of the original, so neither
+    ``err.__cause__`` nor a pickle of ``err`` (Ray ships errors between
+    processes) can reach the ``Synapse-Access-Token`` header. Same type, same
+    message, same traceback.
+    """
+    if not isinstance(exc, httpx.RequestError):
+        return exc
+    try:
+        clean = type(exc)(scrub(str(exc), secret))
+    except TypeError:  # an httpx subclass with another signature: keep the type family
+        clean = httpx.RequestError(scrub(str(exc), secret))  # type: ignore[assignment]
+    clean.__cause__ = exc.__cause__
+    clean.__suppress_context__ = True
+    return clean.with_traceback(exc.__traceback__)
+
+
+def response_json(response: httpx.Response, what: str | None = None) -> Any:
+    """The JSON body of a success answer, or a :class:`BackendError` saying what came instead."""
+    try:
+        return response.json()
+    except ValueError:
+        request = response.request
+        kind = response.headers.get("Content-Type") or "no Content-Type"
+        raise BackendError(
+            f"Expected a JSON answer to {request.method} {request.url}"
+            f"{f' ({what})' if what else ''}, got status {response.status_code} with "
+            f"{len(response.content)} bytes of {kind}.",
+            status=response.status_code,
+            url=str(request.url),
+            method=request.method,
+        ) from None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -98,10 +147,8 @@ def error_from_response(
     status = response.status_code
     method = response.request.method
     url = str(response.request.url)
-    body = _body(response)
-    detail = _detail(body)
-    if secret:
-        detail = detail.replace(secret, "***")
+    body = scrub(_body(response), secret)  # kept in .errors/.body: scrubbed too
+    detail = scrub(_detail(body), secret)
     where = f"{method} {url}"
     fields: dict[str, Any] = {"status": status, "url": url, "method": method}
     suffix = f": {detail}" if detail else ""

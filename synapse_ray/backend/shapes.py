@@ -2,7 +2,7 @@
 
 They are plain ``dict`` objects at runtime (what ``response.json()`` gives);
 these types exist so callers and the local server agree on the keys. Both the
-real Synapse API and :mod:`synapse_ray.backend.server` answer with these keys.
+real Synapse API and :mod:`synapse_ray.localbackend` answer with these keys.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ class BackendSpec(BaseModel):
     tenant: str | None = None
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    # The longest one call may take, retries and backoff waits included (a
+    # transfer gets it afresh after each chunk that gets through).
+    total_timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     backoff: float = Field(default=0.5, ge=0)
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)

@@ -19,7 +19,7 @@ import time
 import uuid
 import zipfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,18 +38,54 @@ from .errors import (
     RateLimitError,
     ServerError,
 )
-from .policy import IDEMPOTENCY_HEADER, backoff_delay
+from .policy import IDEMPOTENCY_HEADER, response_json
+from .retrying import Backoff
 from .shapes import ChunkedUpload
 
 if TYPE_CHECKING:
     from .client import BackendClient
 
-__all__ = ["BLOCK_SIZE", "chunked_upload", "prepared_source", "zip_directory"]
+__all__ = [
+    "BLOCK_SIZE",
+    "MAX_NAME_BYTES",
+    "check_model_fields",
+    "chunked_upload",
+    "prepared_source",
+    "zip_directory",
+]
 
 log = structlog.get_logger("synapse_ray.backend")
 
 BLOCK_SIZE = 1024 * 1024
+MAX_NAME_BYTES = 255  # a file name on the server's disk (and in the real API)
 _RESUMABLE = (BackendConnectionError, BackendTimeoutError, ServerError, RateLimitError)
+
+
+def check_model_fields(fields: Mapping[str, object]) -> None:
+    """Refuse, before any byte is sent, what ``POST models/`` would refuse after the upload."""
+    errors: dict[str, list[str]] = {}
+    name = fields.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["This field is required."]
+    configuration = fields.get("configuration")
+    if configuration is not None and not isinstance(configuration, Mapping):
+        errors["configuration"] = [f"Must be a JSON object, got {type(configuration).__name__}."]
+    if errors:
+        raise BackendValidationError(
+            "create_model got invalid field(s): "
+            + "; ".join(f"{key}: {msgs[0]}" for key, msgs in errors.items()),
+            errors=errors,
+        )
+
+
+def _check_upload_name(name: str, path: Path) -> None:
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if "\x00" in name or "/" in name or size > MAX_NAME_BYTES:
+        raise LocalPathError(
+            f"Cannot upload {str(path)!r}: its file name must be at most {MAX_NAME_BYTES} bytes "
+            f"without NUL or '/', got {size} bytes; rename it first.",
+            path=str(path),
+        )
 
 
 @contextmanager
@@ -65,13 +101,15 @@ def prepared_source(path: Path) -> Iterator[tuple[Path, str]]:
     if path.is_file():
         if path.stat().st_size == 0:
             raise LocalPathError(f"Cannot upload {str(path)!r}: the file is empty.", path=str(path))
+        _check_upload_name(path.name, path)
         yield path, path.name
         return
     if not path.is_dir():
         raise LocalPathError(f"Cannot upload {str(path)!r}: not a file or directory.", path=str(path))
     if not any(child.is_file() for child in path.rglob("*")):
         raise LocalPathError(f"Cannot upload {str(path)!r}: the directory contains no files.", path=str(path))
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{path.name}-", suffix=".zip")
+    _check_upload_name(f"{path.name or 'model'}.zip", path)
+    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".zip")
     os.close(fd)
     archive = Path(tmp_name)
     try:
@@ -156,7 +194,9 @@ def _upload(client: BackendClient, path: Path, filename: str, md5: _Md5Once) -> 
     state: dict[str, Any] | None = None
     first_key = uuid.uuid4().hex
     offset = 0
-    failures = 0
+    backoff = Backoff(
+        spec.backoff, spec.max_retries, what=f"the upload of {filename!r}", deadline_s=spec.total_timeout
+    )
     started = time.monotonic()
     with path.open("rb") as fh:
         while offset < total:
@@ -183,41 +223,35 @@ def _upload(client: BackendClient, path: Path, filename: str, md5: _Md5Once) -> 
                     allow_status=(409,),
                 )
             except _RESUMABLE as exc:
-                failures += 1
-                if failures > spec.max_retries:
-                    raise
-                delay = getattr(exc, "retry_after", None) or backoff_delay(spec.backoff, failures - 1)
-                log.warning(
-                    "backend.upload.resume",
+                backoff.retry(
+                    exc,
+                    exc.__cause__,
+                    delay=getattr(exc, "retry_after", None),
+                    event="backend.upload.resume",
                     offset=offset,
-                    attempt=failures,
-                    reason=type(exc).__name__,
-                    delay_s=round(delay, 3),
                 )
-                time.sleep(delay)
                 if state is not None:
-                    state = client.request("GET", url, resource="chunked upload").json()
+                    state = response_json(client.request("GET", url, resource="chunked upload"))
                     offset = int(state["offset"])
                 else:
                     offset = 0
                 continue
-            body = response.json()
+            body = response_json(response)
             if response.status_code == 409:
-                failures += 1
-                if failures > spec.max_retries:
-                    raise ConflictError(
-                        f"The upload offset kept disagreeing with the server at byte {offset}",
-                        status=409,
-                        url=str(response.request.url),
-                        method="PUT",
-                        body=body,
-                    )
+                conflict = ConflictError(
+                    f"The upload offset kept disagreeing with the server at byte {offset}",
+                    status=409,
+                    url=str(response.request.url),
+                    method="PUT",
+                    body=client.redact(body),
+                )
+                backoff.retry(conflict, delay=0.0, event="backend.upload.resume", offset=offset)
                 offset = int(body["offset"])
                 continue
             state = body
             url = str(body["url"])
             offset = int(body["offset"])
-            failures = 0
+            backoff.progressed()
     assert state is not None  # total > 0 is guaranteed by prepared_source
     if md5.upto != total:
         raise BackendError("Internal error: the upload hash does not cover the whole file.")
@@ -240,4 +274,4 @@ def _upload(client: BackendClient, path: Path, filename: str, md5: _Md5Once) -> 
         seconds=round(elapsed, 3),
         mb_per_s=round(total / 1e6 / elapsed, 1) if elapsed > 0 else None,
     )
-    return cast(ChunkedUpload, response.json())
+    return cast(ChunkedUpload, response_json(response))

@@ -12,12 +12,13 @@ from typing import Any
 
 import click
 
-from synapse_ray.backend import BackendSpec, start_embedded
+from synapse_ray.backend import BackendSpec
 from synapse_ray.cli.display import follow
 from synapse_ray.cli.output import error_paragraph, to_json
 from synapse_ray.errors import ConfigurationError, ParamsValidationError, SynapseRayError, TargetError
 from synapse_ray.executors.base import Executor, resolve
 from synapse_ray.executors.local import LocalExecutor
+from synapse_ray.localbackend import start_embedded
 
 
 def _executor(
@@ -171,7 +172,7 @@ def run(
 
 def ray_log_file() -> Path:
     """Where Ray's own log lines go for this CLI run (next to the embedded backend's data)."""
-    from synapse_ray.backend import default_data_dir
+    from synapse_ray.localbackend.datadir import default_data_dir
 
     return default_data_dir() / "logs" / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 

@@ -6,9 +6,10 @@ placement plugs into the same protocol from ``executors/ray/``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Protocol
 
+from synapse_ray.backend.retrying import cancel_scope
 from synapse_ray.runtime.autolog import set_current as set_autolog
 from synapse_ray.runtime.env import applied_env
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -41,10 +42,14 @@ class StepPlacement(Protocol):
 @contextmanager
 def user_code(ctx: Any) -> Iterator[None]:
     """Around every call into a step's code, wherever it runs: the run's env vars set,
+    backend retries cut short by the run's cancel (their backoff waits on its token),
     and autolog's target cleared afterwards (workers are reused across runs)."""
     runtime = getattr(ctx, "runtime_ctx", None)
+    token = getattr(runtime, "cancel_token", None)
     try:
-        with applied_env(getattr(runtime, "env", None)):
+        with applied_env(getattr(runtime, "env", None)), ExitStack() as scope:
+            if token is not None:
+                scope.enter_context(cancel_scope(token))
             yield
     finally:
         set_autolog(None)

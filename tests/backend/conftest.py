@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import BackendClient, BackendSpec, LocalBackendServer
+from synapse_ray.backend import BackendClient, BackendSpec
+from synapse_ray.localbackend import LocalBackendServer
 
 
 @pytest.fixture

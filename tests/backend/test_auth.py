@@ -8,14 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from synapse_ray.backend import (
-    AuthenticationError,
-    BackendClient,
-    BackendSpec,
-    LocalBackendServer,
-    load_or_create_token,
-    register_dataset,
-)
+from synapse_ray.backend import AuthenticationError, BackendClient, BackendSpec
+from synapse_ray.localbackend import LocalBackendServer, load_or_create_token, register_dataset
 
 WRONG = "definitely-not-the-token-xyz"
 

@@ -15,8 +15,9 @@ import httpx
 from click.testing import CliRunner
 
 import synapse_ray
-from synapse_ray.backend import BackendClient, BackendSpec, LocalBackendServer
+from synapse_ray.backend import BackendClient, BackendSpec
 from synapse_ray.cli.backend import backend
+from synapse_ray.localbackend import LocalBackendServer
 
 REPO_ROOT = Path(synapse_ray.__file__).resolve().parents[1]
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from ray import cloudpickle
 
-from synapse_ray.backend import BackendClient, BackendSpec, LocalBackendServer, get_client
+from synapse_ray.backend import BackendClient, BackendSpec, get_client
 from synapse_ray.backend.client import close_clients
+from synapse_ray.localbackend import LocalBackendServer
 
 
 @pytest.fixture(autouse=True)

@@ -8,14 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from synapse_ray.backend import (
-    BackendClient,
-    BackendSpec,
-    ChecksumMismatchError,
-    LocalBackendServer,
-    UnsafePathError,
-    register_dataset,
-)
+from synapse_ray.backend import BackendClient, BackendSpec, ChecksumMismatchError, UnsafePathError
+from synapse_ray.localbackend import LocalBackendServer, register_dataset
 
 
 @pytest.fixture

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import (
-    BackendClient,
-    BackendValidationError,
-    LocalBackendServer,
-    LocalPathError,
-    NotFoundError,
-    register_dataset,
-)
+from synapse_ray.backend import BackendClient, BackendValidationError, LocalPathError, NotFoundError
+from synapse_ray.localbackend import LocalBackendServer, register_dataset
 
 
 def _md5(path: Path) -> str:
@@ -84,7 +79,7 @@ def test_create_model_with_file_argument(client: BackendClient, make_file, tmp_p
     assert model["description"] == "first"
     assert model["file_name"] == "weights.pt" and model["file_size"] == 700_000
     assert model["checksum"] == _md5(path)
-    assert model["file"].endswith(f"/files/models/{model['id']}/weights.pt")
+    assert "/files/models/" in model["file"] and model["file"].endswith("/weights.pt")
     assert client.get_model(model["id"]) == model
     downloaded = client.download_model(model["id"], tmp_path / "dl")
     assert downloaded == (tmp_path / "dl" / "weights.pt").resolve()
@@ -199,14 +194,26 @@ def test_files_outside_store_are_not_served(client: BackendClient, server: Local
         client.request("GET", "files/%2E%2E/secret.txt")
 
 
-def test_concurrent_requests(client: BackendClient, make_file: Callable[..., Path]) -> None:
+def test_concurrent_requests(
+    server: LocalBackendServer, client: BackendClient, make_file: Callable[..., Path]
+) -> None:
+    """Requests overlap: while one is held in the server, others are answered."""
     from concurrent.futures import ThreadPoolExecutor
 
+    held = client.create_job({"action": "held"})
+    server.faults.clear()
+    server.faults.add("stall", seconds=3.0, count=1, path_prefix=f"jobs/{held['id']}/")
     path = make_file("big.bin", size=4_000_000)
     with ThreadPoolExecutor(8) as pool:
+        slow = pool.submit(client.get_job, held["id"])
+        deadline = time.monotonic() + 10
+        while ("GET", f"/jobs/{held['id']}/") not in server.faults.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
         upload = pool.submit(client.create_model, {"name": "big"}, path)
         jobs = list(pool.map(lambda i: client.create_job({"action": f"a{i}"}), range(40)))
         model = upload.result(timeout=30)
+        assert not slow.done()  # 41 requests answered while the held one was still in the server
+        assert slow.result(timeout=30)["id"] == held["id"]
     assert len({j["id"] for j in jobs}) == 40
     assert model["checksum"] == _md5(path)
 
@@ -226,7 +233,7 @@ def test_list_endpoints(client: BackendClient, dataset, make_file) -> None:
 
 
 def test_start_embedded(tmp_path: Path) -> None:
-    from synapse_ray.backend import start_embedded
+    from synapse_ray.localbackend import start_embedded
 
     with start_embedded(tmp_path / "emb") as server:
         assert server.url.startswith("http://127.0.0.1:") and server.port > 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from synapse_ray.backend import AuthenticationError, BackendClient, BackendSpec, LocalBackendServer
+from synapse_ray.backend import AuthenticationError, BackendClient, BackendSpec
+from synapse_ray.localbackend import LocalBackendServer
 
 WRONG = "wrong-token-value-123456"
 

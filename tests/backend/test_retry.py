@@ -13,10 +13,10 @@ from synapse_ray.backend import (
     BackendConnectionError,
     BackendSpec,
     BackendTimeoutError,
-    LocalBackendServer,
     RateLimitError,
     ServerError,
 )
+from synapse_ray.localbackend import LocalBackendServer
 
 
 def _free_port() -> int:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import LocalPathError, default_data_dir, register_dataset
-from synapse_ray.backend.store import Store
+from synapse_ray.backend import LocalPathError
+from synapse_ray.localbackend import Store, default_data_dir, register_dataset
 
 
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_ray.backend import (
-    BackendClient,
-    BackendConnectionError,
-    BackendSpec,
-    BackendValidationError,
-    LocalBackendServer,
-)
+from synapse_ray.backend import BackendClient, BackendConnectionError, BackendSpec, BackendValidationError
+from synapse_ray.localbackend import LocalBackendServer
 
 MiB = 1024 * 1024
 
@@ -42,7 +37,7 @@ def test_50mb_upload_memory_is_bounded(server: LocalBackendServer, make_file) ->
     assert growth < 3 * spec.chunk_size, f"peak growth {growth / MiB:.1f} MiB"
     assert model["file_size"] == 50 * MiB
     assert model["checksum"] == _md5(path)
-    stored = server.data_dir / "files" / "models" / str(model["id"]) / "big.bin"
+    stored = server.data_dir / "files" / model["file"].split("/files/", 1)[1]
     assert _md5(stored) == model["checksum"]
     assert not list((server.data_dir / "uploads").iterdir())
 

@@ -166,3 +166,11 @@ class LockContextAction(StepRayAction):
         ctx = super().create_context()
         ctx.lock = threading.Lock()
         return ctx
+
+
+class BackoffAction(BaseTrainAction[RayParams]):
+    """Calls the backend, which (in the test) answers 503 with a long backoff."""
+
+    def execute(self) -> dict[str, Any]:
+        note(self.params.log, event="execute")
+        return dict(self.client.get_job(1))

@@ -35,7 +35,7 @@ def ray_session() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def backend_server(tmp_path_factory: pytest.TempPathFactory):
-    from synapse_ray.backend import LocalBackendServer
+    from synapse_ray.localbackend import LocalBackendServer
 
     server = LocalBackendServer(data_dir=tmp_path_factory.mktemp("backend"), test_mode=True).start()
     yield server

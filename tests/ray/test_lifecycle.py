@@ -4,6 +4,7 @@ type worker deaths, count crash retries per mode, and carry context and env."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -181,3 +182,39 @@ def test_cli_with_job_id_prints_exactly_one_json_document(backend_server):
     assert out["run_attempt"] == 1
     assert "Started a local Ray instance" not in res.stderr  # Ray's own lines went to a log file
     assert _record(backend_server, job_id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_cancel_during_a_backend_backoff_returns_within_two_seconds(executor, backend_server, tmp_path):
+    from synapse_ray import LocalExecutor
+
+    log = str(tmp_path / "log")
+    spec = backend_server.spec.model_copy(update={"backoff": 60.0, "max_retries": 5})
+    backend_server.faults.clear()
+    backend_server.faults.add("status", status=503, count=50, path_prefix="jobs/")
+    runner = LocalExecutor(backend=spec) if executor == "local" else RayExecutor(backend=spec)
+    try:
+        _cancel_in_backoff(runner, backend_server, log)
+    finally:
+        backend_server.faults.clear()
+
+
+def _cancel_in_backoff(runner, backend_server, log) -> None:
+    from synapse_ray import RunCancelledError
+    from synapse_ray.backend import ServerError
+    from tests.ray.actions import BackoffAction
+
+    handle = runner.submit(BackoffAction, {"log": log})
+    wait_until(lambda: read_notes(log), timeout=60)
+    # the first 503 has been answered: the run now waits out a 48-72 s backoff
+    wait_until(lambda: any("jobs/" in str(r) for r in backend_server.faults.requests), timeout=30)
+    started = time.monotonic()
+    handle.cancel(grace_s=30)
+    with pytest.raises(RunCancelledError) as info:
+        handle.result(timeout=30)
+    assert time.monotonic() - started < 2.0
+    causes, err = [], info.value
+    while err is not None:
+        causes.append(err)
+        err = err.__cause__
+    assert any(isinstance(e, ServerError) for e in causes)

@@ -10,6 +10,11 @@ matching requests (after letting the first ``skip`` matches through):
 - ``drop``: close the connection mid-response (after the handler ran, half
   the body sent); ``after=False`` closes it before the handler runs.
 - ``stall``: sleep ``seconds`` before handling (to exceed a read timeout).
+- ``drip``: run the handler, then send its answer one byte every ``seconds``
+  (a slow-drip body: every read succeeds, the whole never arrives in time).
+
+``status`` may carry its own ``body`` and ``content_type`` (a lying server:
+say, a 200 with an HTML page).
 
 Driven in-process via :class:`Faults` or over HTTP via ``POST _test/faults``.
 ``Faults.requests`` records ``(method, path)`` of every API request seen, so
@@ -26,11 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .server_routes import FILE_PATH
+from .common import FILE_PATH
 
 __all__ = ["Fault", "Faults", "fault_middleware"]
 
-KINDS = ("status", "drop", "stall")
+KINDS = ("status", "drop", "stall", "drip")
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Fault:
     seconds: float = 0.0
     after: bool | None = None
     skip: int = 0
+    body: str | None = None
+    content_type: str = "application/json"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -105,6 +112,10 @@ def _injected(fault: Fault) -> web.Response:
     headers = {}
     if fault.retry_after is not None:
         headers["Retry-After"] = str(fault.retry_after)
+    if fault.body is not None:
+        return web.Response(
+            status=fault.status, text=fault.body, content_type=fault.content_type, headers=headers
+        )
     return web.json_response(
         {"detail": f"Injected fault: status {fault.status}."},
         status=fault.status,
@@ -146,6 +157,19 @@ async def _send_half_then_cut(request: web.Request, response: web.StreamResponse
     return cut
 
 
+async def _drip(request: web.Request, response: web.StreamResponse, seconds: float) -> web.StreamResponse:
+    """Send the answer's body one byte at a time, ``seconds`` apart."""
+    body = bytes(response.body) if isinstance(response, web.Response) and response.body else b""
+    slow = web.StreamResponse(status=response.status, headers=response.headers)
+    slow.content_length = len(body)
+    await slow.prepare(request)
+    for index in range(len(body)):
+        await slow.write(body[index : index + 1])
+        await asyncio.sleep(seconds)
+    await slow.write_eof()
+    return slow
+
+
 def fault_middleware(faults: Faults) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -157,6 +181,8 @@ def fault_middleware(faults: Faults) -> Any:
         if fault.kind == "stall":
             await asyncio.sleep(fault.seconds)
             return await handler(request)
+        if fault.kind == "drip":
+            return await _drip(request, await handler(request), fault.seconds)
         if not fault.after:
             if fault.kind == "status":
                 return _injected(fault)

@@ -12,23 +12,27 @@ foreground (for ``synapse-ray backend serve``).
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
+import ipaddress
 import signal
 import threading
-import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 
-from .policy import IDEMPOTENCY_HEADER
-from .server_faults import Faults, fault_middleware, fault_routes
-from .server_routes import BackendState, api_routes
-from .spec import TOKEN_HEADER, BackendSpec
-from .store import Store, default_data_dir, load_or_create_token
+from synapse_ray.backend.spec import BackendSpec
+
+from . import datasets, files, jobs, logs, models, uploads
+from .common import DB_POOL, SETTINGS, STORE, UPLOADS, Limits, Settings, UploadState
+from .datadir import default_data_dir, load_or_create_token
+from .faults import Faults
+from .middleware import auth_middleware, error_middleware, idempotency_middleware
+from .store import Store
 
 __all__ = ["LocalBackendServer", "start_embedded"]
 
@@ -36,100 +40,17 @@ log = structlog.get_logger("synapse_ray.backend.server")
 
 _GRACE_S = 0.5  # how long stop() lets in-flight requests finish
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"detail": detail}, status=status, headers=headers)
-
-
-def _error_middleware() -> Any:
-    """Every error answer is JSON ``{"detail": ...}`` like the real API."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.content_type == "application/json":
-                raise
-            return _json_error(exc.status, exc.reason)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handler bug becomes a JSON 500
-            log.error(
-                "backend.server.error",
-                method=request.method,
-                path=request.path,
-                error=repr(exc),
-                traceback=traceback.format_exc(),
-            )
-            return _json_error(500, f"Internal server error: {type(exc).__name__}.")
-
-    return middleware
-
-
-def _auth_middleware(token: str) -> Any:
-    expected = f"Token {token}".encode()
-    bare = token.encode()
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get(TOKEN_HEADER)
-        if not given:
-            return _json_error(401, "Authentication credentials were not provided.")
-        raw = given.strip().encode()
-        if not (hmac.compare_digest(raw, expected) or hmac.compare_digest(raw, bare)):
-            return _json_error(401, "Invalid token.")
-        return await handler(request)
-
-    return middleware
-
-
-def _idempotency_middleware(store: Store) -> Any:
-    """Replay the stored answer for a repeated ``Idempotency-Key`` (POST, or PUT with a key).
-
-    Answers below 500 (except 429) are stored, so a client retrying after a
-    lost answer gets the original result instead of a second record.
-    """
-    locks: dict[tuple[str, str, str], asyncio.Lock] = {}
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if not key or request.method not in ("POST", "PUT"):
-            return await handler(request)
-        ident = (key, request.method, request.path)
-        lock = locks.setdefault(ident, asyncio.Lock())
-        async with lock:
-            stored = store.get_idempotent(*ident)
-            if stored is not None:
-                return web.Response(
-                    status=stored["status"],
-                    body=stored["body"],
-                    content_type=stored["content_type"] or "application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )
-            response = await handler(request)
-            # Only successes are replayed: a 4xx (say, a chunk body cut off by a
-            # dropped connection) must let the client's retry of the same key through.
-            if (
-                isinstance(response, web.Response)
-                and 200 <= response.status < 300
-                and isinstance(response.body, bytes)
-            ):
-                store.put_idempotent(*ident, response.status, response.body, response.content_type)
-        locks.pop(ident, None)
-        return response
-
-    return middleware
-
 
 class LocalBackendServer:
     """A local backend on ``host:port`` (``port=0`` picks a free port).
 
     ``token`` defaults to the one stored in ``<data_dir>/token`` (created on
-    first start with mode 0600). ``test_mode=True`` enables fault injection
+    first start with mode 0600). ``public_url`` is the origin put in every URL
+    the server returns (file and upload URLs); by default the listening
+    address (127.0.0.1 when listening on all interfaces), never the request's
+    ``Host`` header. ``limits`` bounds what one request may ask (see
+    :class:`~.common.Limits`). Leftovers are pruned at start and every
+    ``prune_interval`` seconds. ``test_mode=True`` enables fault injection
     (``self.faults`` and ``POST _test/faults``); it is off otherwise.
     """
 
@@ -140,12 +61,20 @@ class LocalBackendServer:
         port: int = 0,
         token: str | None = None,
         *,
+        public_url: str | None = None,
+        limits: Limits | None = None,
+        prune_interval: float = 3600.0,
         test_mode: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.host = host
         self._requested_port = port
         self._token = token
+        self.public_url = _check_public_url(public_url) if public_url else None
+        self.limits = limits or Limits()
+        self.prune_interval = prune_interval
+        self._pool: ThreadPoolExecutor | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self.test_mode = test_mode
         self.faults = Faults()
         self.port: int = 0
@@ -158,10 +87,17 @@ class LocalBackendServer:
 
     @property
     def url(self) -> str:
+        """A URL clients on this machine can use (``0.0.0.0`` is not one: 127.0.0.1 is)."""
         if not self.port:
             raise RuntimeError("The local backend is not started.")
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = _connectable(self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def origin(self) -> str:
+        """The origin of every URL this server returns (``public_url`` or :attr:`url`)."""
+        return (self.public_url or self.url).rstrip("/")
 
     @property
     def token(self) -> str:
@@ -266,40 +202,77 @@ class LocalBackendServer:
 
     def build_app(self) -> web.Application:
         store = self.store
-        middlewares = [_error_middleware(), _auth_middleware(self.token)]
+        middlewares = [error_middleware(), auth_middleware(self.token)]
         if self.test_mode:
+            from .faults import fault_middleware
+
             middlewares.insert(0, fault_middleware(self.faults))
-        middlewares.append(_idempotency_middleware(store))
-        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
-        app.add_routes(api_routes(BackendState(store)))
+        middlewares.append(idempotency_middleware())
+        app = web.Application(middlewares=middlewares, client_max_size=self.limits.max_json_bytes)
+        app[STORE] = store
+        app[UPLOADS] = UploadState()
+        app[SETTINGS] = Settings(limits=self.limits)  # the origin is set once the port is known
+        assert self._pool is not None
+        app[DB_POOL] = self._pool
+        for module in (datasets, uploads, models, jobs, logs, files):
+            app.add_routes(module.routes)
         if self.test_mode:
+            from .faults import fault_routes
+
             app.add_routes(fault_routes(self.faults))
         return app
 
     async def _open(self) -> None:
-        self._store = Store(self.data_dir)
+        loop = asyncio.get_running_loop()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localbackend-db")
+        self._store = await loop.run_in_executor(self._pool, Store, self.data_dir)
         _ = self.token  # create <data_dir>/token before the first request
-        runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=_GRACE_S)
+        app = self.build_app()
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=_GRACE_S, keepalive_timeout=self.limits.idle_timeout
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port, shutdown_timeout=_GRACE_S)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
-            self._store.close()
-            self._store = None
+            await self._close_store()
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        app[SETTINGS].origin = self.origin
+        self._pruner = asyncio.ensure_future(self._prune_forever())
         log.info("backend.server.listening", url=self.url, data_dir=str(self.data_dir))
 
+    async def _prune_forever(self) -> None:
+        """Prune leftovers (old keys, abandoned uploads, orphan files) while serving."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.prune_interval)
+            try:
+                await loop.run_in_executor(self._pool, self.store.prune)
+            except Exception as exc:  # noqa: BLE001 - a failed prune must not stop the server
+                log.warning("backend.server.prune_failed", error=type(exc).__name__)
+
     async def _close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        if self._store is not None and self._pool is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._store.close)
+        self._store = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
@@ -311,6 +284,34 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def _connectable(host: str) -> str:
+    """The address to connect to for a listening ``host``: an unspecified one means loopback."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when listening on ``host`` exposes nothing beyond this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_public_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"public_url must be an origin such as 'http://host:8765', got {url!r}")
+    return url.rstrip("/")
 
 
 def start_embedded(data_dir: Path | None = None, *, test_mode: bool = False) -> LocalBackendServer:
