@@ -126,6 +126,17 @@ class StepError(ExecutionError, RuntimeError):
     """
 
 
+class ArtifactError(SynapseRayError, ValueError):
+    """An artifact dir cannot be used or transferred: a path outside it, a file gone."""
+
+
+class ValueTransferError(StepError):
+    """A step's context value could not be put into Ray's object store (full, out of disk).
+
+    Names the step, the attribute and its size.
+    """
+
+
 class StepResultError(StepError, TypeError):
     """A step returned something other than a ``StepResult``."""
 

@@ -3,32 +3,26 @@
 A context crosses process boundaries when steps run in their own actors, so
 it pickles attribute by attribute: an attribute that cannot be pickled is
 named in the error instead of surfacing as an anonymous pickling failure
-deep inside Ray.
+deep inside Ray. Each attribute is pickled once, its large buffers out of
+band (``runtime/pickling.py``): whatever pickles the context next copies
+only the small pickle streams and hands the buffers on without copying them.
+What travels back from a step is its changes only (``changes.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError
-from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.steps.artifacts import ArtifactRecord, artifact_path, materialize
+from synapse_ray.steps.changes import pickle_attribute
 from synapse_ray.steps.context_api import StepContextAPI
 from synapse_ray.steps.step import StepResult
 
-
-def _dumps(owner: str, key: str, value: Any) -> bytes:
-    try:
-        return pickling.dumps(value)
-    except Exception as exc:  # noqa: BLE001 - named below
-        raise ContextPicklingError(
-            f"{owner} attribute '{key}' ({type(value).__name__}) cannot be pickled: {exc}. "
-            "Contexts cross process boundaries; keep plain values (paths, ids, arrays) in them "
-            "and rebuild live objects (clients, locks, open files) inside the step.",
-            attribute=key,
-            owner=owner,
-        ) from None
+_TRANSIENT = frozenset({"_opened_artifacts"})
 
 
 @dataclass
@@ -45,6 +39,8 @@ class BaseStepContext(StepContextAPI):
     errors: list[str] = field(default_factory=list)
     current_step: str | None = None
     attempt: int = 1
+    # Files that follow their steps (see ``artifact_dir``): name -> where the files are.
+    artifacts: dict[str, ArtifactRecord] = field(default_factory=dict, kw_only=True)
 
     # -- conveniences for steps ----------------------------------------
     @property
@@ -62,18 +58,34 @@ class BaseStepContext(StepContextAPI):
     def client(self) -> Any:
         return self.runtime_ctx.client
 
+    # -- files that follow their steps ----------------------------------
+    def artifact_dir(self, name: str) -> Path:
+        """A directory for files a later step will read, on whatever node it runs.
+
+        Write a checkpoint or a converted dataset here; a later step calls
+        ``artifact_dir`` with the same name and finds the same files, copied
+        to its node first when it runs elsewhere (see docs/concepts.md,
+        "Data between steps"). A name that leaves the artifact dir is refused.
+        """
+        path = artifact_path(self.runtime_ctx.work_dir, name)
+        record = self.artifacts.get(name)
+        if record is not None:
+            materialize(record, path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.__dict__.setdefault("_opened_artifacts", set()).add(name)
+        return path
+
     # -- value semantics -----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         owner = type(self).__name__
         return {
-            key: value if key == "runtime_ctx" else _dumps(owner, key, value)
+            key: value if key == "runtime_ctx" else pickle_attribute(owner, key, value)
             for key, value in self.__dict__.items()
+            if key not in _TRANSIENT
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(
-            {key: value if key == "runtime_ctx" else pickling.loads(value) for key, value in state.items()}
-        )
+        self.__dict__.update(state)  # each ``Pickled`` attribute unpickled to its value already
 
 
 @dataclass
@@ -91,7 +103,7 @@ def check_picklable(ctx: Any, step: str | None = None) -> None:
         if isinstance(ctx, BaseStepContext):
             ctx.__getstate__()
         else:
-            _dumps(type(ctx).__name__, "<context>", ctx)
+            pickle_attribute(type(ctx).__name__, "<context>", ctx)
     except ContextPicklingError as exc:
         if step is None:
             raise

@@ -39,6 +39,7 @@ from synapse_ray.errors import (
 )
 from synapse_ray.runtime.progress import ProgressPlan
 from synapse_ray.runtime.status import RunStatus, StepStatus
+from synapse_ray.steps.changes import ContextChanges, apply
 from synapse_ray.steps.context import BaseStepContext
 from synapse_ray.steps.placement import InProcessPlacement, StepPlacement
 from synapse_ray.steps.registry import StepRegistry
@@ -334,8 +335,16 @@ def _crash_error(step: BaseStep[Any], attempt: int, exc: BaseException) -> Worke
 
 
 def _merge(ctx: BaseStepContext, after: Any) -> None:
-    """Take a step's returned context without losing the driver's live runtime."""
+    """Take what a step left in its context without losing the driver's live runtime.
+
+    A placement returns either the context itself (in-process), the step's
+    changes (``ContextChanges``: what an actor placement sends back), or a
+    whole context of the same type.
+    """
     if after is None or after is ctx:
+        return
+    if isinstance(after, ContextChanges):
+        apply(ctx, after)
         return
     if type(after) is not type(ctx):
         raise TypeError(f"placement returned {type(after).__name__}, expected {type(ctx).__name__}")

@@ -25,6 +25,7 @@ from synapse_ray.executors.ray.resources import ResourceView
 from synapse_ray.executors.ray.shipping import ship_code
 from synapse_ray.executors.ray.source import AggregatorSource
 from synapse_ray.executors.ray.transport import AggregatorCancelSource, AggregatorRef, RaySink
+from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.reporter import ProgressReporter
@@ -57,6 +58,7 @@ class RayExecutor(Executor):
         connect_timeout: float = 15.0,
         env: dict[str, str] | None = None,
         strict_result: bool = False,
+        store_threshold: int = DEFAULT_STORE_THRESHOLD,
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -68,6 +70,10 @@ class RayExecutor(Executor):
         if not isinstance(connect_timeout, int | float) or connect_timeout <= 0:
             raise ConfigurationError(
                 f"connect_timeout must be a number of seconds > 0, got {connect_timeout!r}"
+            )
+        if isinstance(store_threshold, bool) or not isinstance(store_threshold, int) or store_threshold < 0:
+            raise ConfigurationError(
+                f"store_threshold must be a number of bytes (int >= 0), got {store_threshold!r}"
             )
         _refuse_secrets_in_runtime_env(runtime_env, backend)
         self.address = address
@@ -90,6 +96,7 @@ class RayExecutor(Executor):
         self.connect_timeout = connect_timeout
         self.env = dict(env or {})
         self.strict_result = strict_result
+        self.store_threshold = store_threshold
         self._resources = ResourceView() if check_resources else _NoCheck()
 
     def connect(self) -> None:
@@ -137,7 +144,11 @@ class RayExecutor(Executor):
                 aggregator.attach_job.remote(run_id, backend, job_id)
             return RunHandle(runtime, source, kill=task.kill).start(task)
         placement = RayActorPlacement(
-            self.options, reuse=self.reuse_actors, resources=self._resources, crash_retries=self.max_retries
+            self.options,
+            reuse=self.reuse_actors,
+            resources=self._resources,
+            crash_retries=self.max_retries,
+            store_threshold=self.store_threshold,
         )
         runtime.step_placement = placement
         action = cls(params, runtime)

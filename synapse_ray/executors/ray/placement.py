@@ -2,8 +2,10 @@
 
 The orchestrator (on the driver) keeps every step semantic; this only ships
 the step and its context to an actor created with the step's resources, and
-brings the result and the updated context back. Actors stay alive until the
-run ends when a rollback may still need them, and all are killed at close.
+brings the result and the step's context changes back; large values stay in
+Ray's object store and the driver holds references (``values.py``). Actors
+stay alive until the run ends when a rollback may still need them, and all
+are killed at close.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from synapse_ray.errors import ContextPicklingError, RunCancelledError, WorkerCr
 from synapse_ray.executors.ray.errors import map_ray_errors
 from synapse_ray.executors.ray.remote import remote_step_worker
 from synapse_ray.executors.ray.resources import ResourceView
+from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, store_errors, store_large, stored_in
+from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.context import check_picklable
 from synapse_ray.steps.step import BaseStep, StepResult
 
@@ -33,8 +37,10 @@ class RayActorPlacement:
         reuse: bool = True,
         resources: ResourceView | None = None,
         crash_retries: int = 0,
+        store_threshold: float = DEFAULT_STORE_THRESHOLD,
     ) -> None:
         self.default_options = dict(default_options or {})
+        self.store_threshold = store_threshold
         self.crash_retries = crash_retries
         self._validated = False
         self._shipped = False
@@ -69,7 +75,7 @@ class RayActorPlacement:
                     step=step.name,
                 ) from None
         if steps:
-            check_picklable(ctx, step=steps[0].name)
+            store_large(ctx, steps[0].name, self.store_threshold)  # names an unpicklable attribute
         self._validated = True
 
     def prepare(self, steps: list[BaseStep[Any]], ctx: Any) -> None:
@@ -114,21 +120,36 @@ class RayActorPlacement:
         if has_rollback(step):
             self._by_step[step.name] = actor
         try:
-            ref = actor.run_step.remote(step, ctx, attempt)
+            ref = actor.run_step.remote(step, ctx, attempt, self.store_threshold)
         except Exception:
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise
         self._running = actor
         try:
             with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):
-                outcome, after = ray.get(ref)
+                outcome, changes = ray.get(ref)
+                self._take_stored(actor, step, changes)
             outcome.forward_progress(ctx.runtime_ctx.progress)
-            return outcome.value, after
+            return outcome.value, changes
         except WorkerCrashedError:
             self._forget(actor)
             raise
         finally:
             self._running = None
+
+    def _take_stored(self, actor: Any, step: BaseStep[Any], changes: ContextChanges) -> None:
+        """Have the step's large values stored as return values the driver owns (never fetched here)."""
+        import ray
+
+        stored = stored_in(changes)
+        if not stored:
+            return
+        refs = actor.take.options(num_returns=len(stored) + 1).remote([s.slot for s in stored])
+        names = ", ".join(s.slot for s in stored)
+        with store_errors(step.name, names, sum(s.nbytes for s in stored)):
+            ray.get(refs[-1])  # the sizes: returned once every payload is in the store
+        for value, ref in zip(stored, refs[:-1], strict=True):
+            value.ref = ref
 
     def rollback_step(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
         import ray

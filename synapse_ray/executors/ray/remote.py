@@ -15,9 +15,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.runtime.pickling import Pickled
 from synapse_ray.runtime.progress import ProgressEvent
+from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.placement import InProcessPlacement, execute_step, rollback_step
 from synapse_ray.steps.step import BaseStep, StepResult
 
@@ -70,32 +73,51 @@ def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
 class StepWorker:
     """One actor per step (or per run of steps with identical options).
 
+    The context arrives whole (large values as references, resolved here);
+    only the step's changes go back. Large changed values wait here until the
+    driver ``take``s them, as return values it owns (see ``values.py``).
     ``rollback`` must run here, where ``execute`` ran: node-local files the
     step wrote are on this machine.
     """
 
-    def run_step(self, step: BaseStep[Any], ctx: Any, attempt: int) -> tuple[Any, Any]:
+    def __init__(self) -> None:
+        self._pending: dict[str, Pickled] = {}
+
+    def run_step(
+        self, step: BaseStep[Any], ctx: Any, attempt: int, threshold: float = DEFAULT_STORE_THRESHOLD
+    ) -> tuple[Outcome, ContextChanges]:
         _configure_worker_logging()
+        self._pending = {}
         try:
+            before = receive(ctx)
             result = execute_step(step, ctx)
+            changes, self._pending = collect(ctx, before, step.name, threshold)
         except BaseException:
             ctx.runtime_ctx.progress.close()
             raise
-        return Outcome(result, *ctx.runtime_ctx.progress.detach()), ctx
+        return Outcome(result, *ctx.runtime_ctx.progress.detach()), changes
 
-    def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> Any:
+    def take(self, slots: list[str]) -> tuple[Any, ...]:
+        """The large payloads of the last step, one return value each, then their sizes."""
+        payloads = [self._pending.pop(slot) for slot in slots]
+        self._pending = {}
+        return (*payloads, [p.nbytes for p in payloads])
+
+    def rollback(self, step: BaseStep[Any], ctx: Any, result: StepResult) -> ContextChanges:
         try:
+            before = receive(ctx)
             rollback_step(step, ctx, result)
+            changes, _ = collect(ctx, before, step.name, INLINE)
         finally:
             ctx.runtime_ctx.progress.close()
-        return ctx
+        return changes
 
 
 def use_ray_pickler() -> None:
     """Contexts pickle with Ray's cloudpickle (file-target classes travel by value)."""
     from ray import cloudpickle
 
-    pickling.use_dumps(cloudpickle.dumps)
+    pickling.use_dumps(cloudpickle.dumps, cloudpickle.CloudPickler)
 
 
 _remote: dict[str, Any] = {}

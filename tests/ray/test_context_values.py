@@ -1,0 +1,136 @@
+"""Context values on Ray (one node): changes only, large values by reference, zero-copy arrays."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from synapse_ray import RayExecutor, RuntimeContext, StepError, StepResult, TrainContext
+from synapse_ray.errors import ArtifactError, ContextPicklingError
+from synapse_ray.executors.ray.placement import RayActorPlacement
+from synapse_ray.executors.ray.values import StoredValue
+from synapse_ray.steps.orchestrator import _merge
+from synapse_ray.steps.step import BaseStep
+from tests.ray.conftest import alive_actors, wait_until
+from tests.ray.data_actions import DataAction
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["actor-per-step", "reuse"])
+def test_large_array_reaches_later_steps_zero_copy_and_the_driver_holds_a_reference(reuse):
+    result = RayExecutor(reuse_actors=reuse).execute(DataAction, {"mib": 8})
+    expected = float(np.arange(8 << 17, dtype=np.float64).sum())
+    make, *readers = result["seen"]
+    assert len(readers) == 2
+    for seen in readers:
+        assert seen["type"] == "ndarray" and seen["sum"] == expected and seen["nbytes"] == 8 * MIB
+        assert seen["writeable"] is False and seen["owndata"] is False  # a view of the object store
+        assert seen["weights_ok"] and seen["info"].startswith("made on ")
+    if not reuse:
+        assert len({make["pid"], *(s["pid"] for s in readers)}) == 3  # three actors, the first one gone
+    assert result["driver_holds"] == "StoredValue" and result["driver_nbytes"] >= 8 * MIB
+    wait_until(lambda: not alive_actors("StepWorker"), timeout=30)
+
+
+class SetStep(BaseStep[TrainContext]):
+    def __init__(self, name: str, **values: object) -> None:
+        self.name = name  # type: ignore[misc]
+        self.values = values
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        for key, value in self.values.items():
+            setattr(ctx, key, value() if callable(value) else value)
+        return StepResult()
+
+
+class ReadOnlyStep(BaseStep[TrainContext]):
+    name = "read_only"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        return StepResult(data={"sum": float(ctx.dataset.sum()), "table": dict(ctx.table)})
+
+
+class MutateStep(BaseStep[TrainContext]):
+    name = "mutate"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        ctx.table["b"] = 2
+        return StepResult()
+
+
+def test_a_step_sends_back_only_what_it_set_or_changed():
+    placement = RayActorPlacement(reuse=True)
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    try:
+        make = SetStep("make", dataset=lambda: np.ones(2 * MIB // 8), table={"a": 1})
+        _, changes = placement.run_step(make, ctx, 1)
+        assert set(changes.values) == {"dataset", "table"} and not changes.removed
+        stored = changes.values["dataset"]
+        assert isinstance(stored, StoredValue) and stored.ref is not None and stored.nbytes >= 2 * MIB
+        assert changes.values["table"] == {"a": 1}  # small: rides back with the result
+        _merge(ctx, changes)
+
+        result, changes = placement.run_step(ReadOnlyStep(), ctx, 1)
+        assert result.data == {"sum": float(2 * MIB // 8), "table": {"a": 1}}
+        assert not changes  # read only: nothing travels back
+        _, changes = placement.run_step(MutateStep(), ctx, 1)
+        assert changes.values == {"table": {"a": 1, "b": 2}}  # changed in place
+        _merge(ctx, changes)
+        assert ctx.dataset is stored  # the driver still holds the first step's reference
+    finally:
+        placement.close()
+
+
+@pytest.mark.parametrize(("threshold", "stored"), [(0, {"dataset", "note"}), (64 * MIB, set())])
+def test_store_threshold_decides_what_goes_by_reference(threshold, stored):
+    placement = RayActorPlacement(store_threshold=threshold)
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    try:
+        step = SetStep("make", dataset=lambda: np.ones(2 * MIB // 8), note="small")
+        _, changes = placement.run_step(step, ctx, 1)
+        assert {k for k, v in changes.values.items() if isinstance(v, StoredValue)} == stored
+        _merge(ctx, changes)
+        result, _ = placement.run_step(ReadOnlyStepNoTable(), ctx, 1)
+        assert result.data == {"sum": float(2 * MIB // 8), "note": "small"}
+    finally:
+        placement.close()
+
+
+class ReadOnlyStepNoTable(BaseStep[TrainContext]):
+    name = "read_note"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        return StepResult(data={"sum": float(ctx.dataset.sum()), "note": ctx.note})
+
+
+def test_store_threshold_must_be_bytes():
+    from synapse_ray import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="store_threshold must be a number of bytes"):
+        RayExecutor(store_threshold=-1)
+
+
+def test_unpicklable_value_set_by_a_step_is_named():
+    placement = RayActorPlacement()
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    try:
+        match = "Step 'locker': TrainContext attribute 'lock'"
+        with pytest.raises(ContextPicklingError, match=match) as info:
+            placement.run_step(SetStep("locker", lock=threading.Lock), ctx, 1)
+        assert info.value.attribute == "lock" and info.value.step == "locker"
+    finally:
+        placement.close()
+
+
+def test_artifact_file_missing_at_transfer_names_step_and_file():
+    with pytest.raises(StepError) as info:
+        RayExecutor(reuse_actors=False).execute(DataAction, {"mib": 1, "dangling_link": True})
+    cause = info.value.__cause__
+    assert isinstance(cause, ArtifactError) and cause.step == "make"
+    assert cause.path.endswith("checkpoint/weights-link.bin")
+    assert "Step 'make': artifact 'checkpoint': file" in str(cause) and "disappeared" in str(cause)
