@@ -2,7 +2,9 @@
 
 Each step has its own progress weight (and, on Ray, may get its own resources).
 If a later step fails, earlier steps roll back (the train step deletes its
-checkpoint). Run it (after registering the dataset, see the README):
+checkpoint). The checkpoint goes from train to upload as an artifact
+(``ctx.artifact_dir("checkpoint")``): on Ray the upload step may run on
+another node, and finds the same files there. Run it (after registering the dataset, see the README):
 
     synapse-ray run examples/train_steps.py:DigitsStepTrainAction --params '{"dataset_id": 1}'
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,11 +82,10 @@ class TrainStep(BaseStep[TrainContext]):
             model.partial_fit(d["x_train"], d["y_train"], classes=classes)
             accuracy = float(model.score(d["x_test"], d["y_test"]))
             ctx.set_progress(epoch, p.epochs, CATS.TRAIN)
-        out = ctx.runtime_ctx.work_dir / "checkpoint"
-        out.mkdir(parents=True, exist_ok=True)
+        out = ctx.artifact_dir("checkpoint")  # follows this step to the node that uploads it
         (out / "model.pkl").write_bytes(pickle.dumps(model))
         (out / "metrics.txt").write_text(f"accuracy={accuracy:.4f}\n")
-        ctx.model_path = str(out)
+        ctx.model_path = str(out)  # where it was written; other nodes use artifact_dir("checkpoint")
         return StepResult(data={"accuracy": accuracy}, rollback_data={"checkpoint": str(out)})
 
     def rollback(self, ctx: TrainContext, result: StepResult) -> None:
@@ -100,7 +100,8 @@ class UploadModelStep(BaseStep[TrainContext]):
 
     def execute(self, ctx: TrainContext) -> StepResult:
         p: DigitsStepParams = ctx.params
-        if not ctx.model_path or not Path(ctx.model_path).exists():
+        checkpoint = ctx.artifact_dir("checkpoint")  # the train step's files, on this node
+        if not any(checkpoint.iterdir()):
             return StepResult(success=False, error="no checkpoint to upload (train step produced none)")
         ctx.set_progress(0, 1, CATS.MODEL_UPLOAD)
         accuracy = ctx.step_results[-1].data.get("accuracy") if ctx.step_results else None
@@ -112,7 +113,7 @@ class UploadModelStep(BaseStep[TrainContext]):
                 "description": f"accuracy={accuracy}",
                 "configuration": {"epochs": p.epochs, "alpha": p.alpha},
             },
-            file=ctx.model_path,  # a directory: zipped and streamed by the client
+            file=checkpoint,  # a directory: zipped and streamed by the client
         )
         ctx.set_progress(1, 1, CATS.MODEL_UPLOAD)
         return StepResult(data={"model_id": ctx.model["id"]})
