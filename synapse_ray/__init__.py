@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from synapse_ray.enums import LogLevel, PluginCategory, RunMethod
     from synapse_ray.errors import (
         ActionError,
+        ArtifactError,
         ClusterError,
         ConfigurationError,
         ContextPicklingError,
@@ -32,12 +33,14 @@ if TYPE_CHECKING:
         SynapseRayError,
         TargetError,
         ValidationError,
+        ValueTransferError,
         WorkerCrashedError,
     )
     from synapse_ray.executors.base import Executor
     from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
+    from synapse_ray.executors.ray.values import StoredValue
     from synapse_ray.localbackend import LocalBackendServer
     from synapse_ray.runtime.context import RuntimeContext
     from synapse_ray.runtime.plugin_env import PluginEnvironment
@@ -54,6 +57,9 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ActionError": "synapse_ray.errors",
+    "ArtifactError": "synapse_ray.errors",
+    "StoredValue": "synapse_ray.executors.ray.values",
+    "ValueTransferError": "synapse_ray.errors",
     "ClusterError": "synapse_ray.errors",
     "RemoteTraceback": "synapse_ray.errors",
     "BackendClient": "synapse_ray.backend",
@@ -126,6 +132,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionError",
+    "ArtifactError",
+    "StoredValue",
+    "ValueTransferError",
     "ClusterError",
     "RemoteTraceback",
     "BackendClient",

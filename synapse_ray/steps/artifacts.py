@@ -53,8 +53,12 @@ class ArtifactRecord:
 @dataclass
 class PackedFile:
     path: str
-    data: Any  # a bytearray when packed (travels out of band), a memoryview once received
+    data: Any  # a bytearray when packed (travels out of band), maybe a buffer view once received
     mtime_ns: int = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        data = self.data if isinstance(self.data, bytes | bytearray) else bytearray(self.data)
+        return (PackedFile, (self.path, data, self.mtime_ns))
 
 
 def artifact_path(work_dir: Path, name: str) -> Path:

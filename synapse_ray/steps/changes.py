@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import pickle
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,7 @@ def fingerprint(pickled: Pickled) -> Fingerprint:
     marks: list[Any] = [hashlib.blake2b(pickled.header, digest_size=16).digest()]
     marks.extend(id(ref) for ref in pickled.refs)
     for buf in pickled.buffers:
-        view = memoryview(buf).cast("B") if memoryview(buf).contiguous else memoryview(buf)
+        view = _flat(buf)
         address = _address(view) if view.readonly else None
         if address is not None:
             marks.append(("at", address, view.nbytes))
@@ -72,22 +73,41 @@ def fingerprint(pickled: Pickled) -> Fingerprint:
     return tuple(marks)
 
 
-def snapshot(ctx: Any) -> dict[str, Fingerprint]:
-    """Fingerprints of the attributes a step may change, taken before it runs."""
+def _flat(buf: Any) -> memoryview:
+    """The buffer's bytes as one flat view (a copy only for a non-contiguous buffer)."""
+    if isinstance(buf, pickle.PickleBuffer):
+        try:
+            return buf.raw()
+        except BufferError:
+            pass
+    view = memoryview(buf)
+    if view.c_contiguous:
+        return view.cast("B")
+    return memoryview(view.tobytes())
+
+
+def snapshot(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
+    """Identity and fingerprint of each attribute a step may change, taken before it runs."""
     owner = type(ctx).__name__
-    return {k: fingerprint(pickle_attribute(owner, k, v)) for k, v in tracked(ctx).items()}
+    return {k: (id(v), fingerprint(pickle_attribute(owner, k, v))) for k, v in tracked(ctx).items()}
 
 
-def diff(ctx: Any, before: dict[str, Fingerprint]) -> tuple[dict[str, Pickled], list[str]]:
-    """Attributes set or changed since ``before`` (pickled, ready to travel), and those deleted."""
+def diff(ctx: Any, before: dict[str, tuple[int, Fingerprint]]) -> tuple[dict[str, Pickled], list[str]]:
+    """Attributes set or changed since ``before`` (pickled, ready to travel), and those deleted.
+
+    An attribute that is new or now names another object was set: it is only
+    pickled (no fingerprint: hashing a large writable buffer is not free). One
+    still naming the same object is fingerprinted again to see in-place changes.
+    """
     owner = type(ctx).__name__
     now = tracked(ctx)
     changed: dict[str, Pickled] = {}
     for key, value in now.items():
-        if isinstance(value, ByReference) and key in before:
+        old = before.get(key)
+        if isinstance(value, ByReference) and old is not None:
             continue  # still the reference it arrived as
         pickled = pickle_attribute(owner, key, value)
-        if before.get(key) != fingerprint(pickled):
+        if old is None or old[0] != id(value) or old[1] != fingerprint(pickled):
             changed[key] = pickled
     return changed, [k for k in before if k not in now]
 

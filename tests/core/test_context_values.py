@@ -93,6 +93,21 @@ def test_a_writable_array_changed_in_place_is_seen(tmp_path):
     assert set(changed) == {"weights"} and changed["weights"].load()[3] == 1.0
 
 
+def test_fortran_ordered_and_sliced_arrays_are_fingerprinted(tmp_path):
+    ctx = make_ctx(tmp_path, f=np.asfortranarray(np.ones((300, 200))), s=np.arange(10_000)[::3])
+    before = snapshot(ctx)
+    assert diff(ctx, before) == ({}, [])
+    ctx.f[0, 0] = 5.0
+    assert set(diff(ctx, before)[0]) == {"f"}
+
+
+def test_received_artifact_files_pickle_again(tmp_path):
+    from synapse_ray.steps.artifacts import PackedFile
+
+    item = PackedFile("a.bin", memoryview(b"abc"), 7)  # as a buffer view, once received
+    assert pickle.loads(pickle.dumps(item, protocol=5)) == PackedFile("a.bin", bytearray(b"abc"), 7)
+
+
 def test_unpicklable_value_set_by_a_step_is_named(tmp_path):
     import threading
 

@@ -52,7 +52,7 @@ class StoredValue(ByReference):
 
 
 # -- worker side -------------------------------------------------------------
-def receive(ctx: Any) -> dict[str, Fingerprint]:
+def receive(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
     """Turn references back into values (one ``ray.get``), then fingerprint what the step may change."""
     import ray
 
@@ -64,7 +64,7 @@ def receive(ctx: Any) -> dict[str, Fingerprint]:
 
 
 def collect(
-    ctx: Any, before: dict[str, Fingerprint], step: str, threshold: float
+    ctx: Any, before: dict[str, tuple[int, Fingerprint]], step: str, threshold: float
 ) -> tuple[ContextChanges, dict[str, Pickled]]:
     """The step's changes, large payloads replaced by ``StoredValue``s, and those payloads by slot."""
     try:
