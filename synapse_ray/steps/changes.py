@@ -15,7 +15,6 @@ its data.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import pickle
 import sys
@@ -131,6 +130,8 @@ def _address(view: memoryview) -> int | None:
             return int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
         except (TypeError, ValueError):
             return None
+    import ctypes  # only without numpy: rare
+
     try:
         return ctypes.addressof(ctypes.c_char.from_buffer(view))
     except TypeError:

@@ -18,9 +18,10 @@ from synapse_ray.steps.step import BaseStep, StepResult
 class StepPlacement(Protocol):
     """Runs ``execute`` and ``rollback`` of steps somewhere.
 
-    ``run_step`` returns the step's result and the context as it stands after
-    the step (the same object in-process, a returned copy from another
-    process). ``rollback_step`` must run where ``run_step`` ran that step.
+    ``run_step`` returns the step's result and what the step left in the
+    context: the same object in-process, or from another process the step's
+    changes only (``ContextChanges``), which the orchestrator merges.
+    ``rollback_step`` must run where ``run_step`` ran that step.
     ``crash_retries`` is how many times a step whose worker died is tried
     again (0 in-process: a crash there is the caller's own process dying).
     ``kill_running`` is the cancel fallback for a step that ignores the flag.
