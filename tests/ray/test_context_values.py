@@ -134,3 +134,36 @@ def test_artifact_file_missing_at_transfer_names_step_and_file():
     assert isinstance(cause, ArtifactError) and cause.step == "make"
     assert cause.path.endswith("checkpoint/weights-link.bin")
     assert "Step 'make': artifact 'checkpoint': file" in str(cause) and "disappeared" in str(cause)
+
+
+class ReadOtherStep(BaseStep[TrainContext]):
+    name = "read_other"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        return StepResult(data={"blob": (len(ctx.blob), ctx.blob[:3]), "rows": (len(ctx.rows), ctx.rows[-1])})
+
+
+def test_bytes_and_plain_python_objects_go_by_reference_too():
+    placement = RayActorPlacement(reuse=False)
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    try:
+        make = SetStep(
+            "make",
+            blob=lambda: b"abc" * (MIB // 2),
+            rows=lambda: [{"i": i, "s": str(i)} for i in range(100_000)],
+        )
+        _, changes = placement.run_step(make, ctx, 1)
+        assert {k: type(v).__name__ for k, v in changes.values.items()} == {
+            "blob": "StoredValue",
+            "rows": "StoredValue",
+        }
+        assert changes.values["blob"].type_name == "bytes" and changes.values["rows"].type_name == "list"
+        _merge(ctx, changes)
+        result, changes = placement.run_step(ReadOtherStep(), ctx, 1)
+        assert result.data == {
+            "blob": (3 * (MIB // 2), b"abc"),
+            "rows": (100_000, {"i": 99_999, "s": "99999"}),
+        }
+        assert not changes
+    finally:
+        placement.close()
