@@ -14,9 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from synapse_ray import StepError
+from synapse_ray import BackendClient, StepError, StepResources
 from synapse_ray.errors import ValueTransferError
 from synapse_ray.executors.ray.executor import RayExecutor
+from synapse_ray.targets import load_action
+from tests.conftest import REPO
 from tests.ray.data_actions import DataAction
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
@@ -88,3 +90,34 @@ def test_value_larger_than_the_object_store_fails_naming_step_and_size(two_nodes
     assert isinstance(cause, ValueTransferError)
     assert (cause.step, cause.attribute) == ("make", "dataset") and cause.nbytes >= 120 * MIB
     assert "Step 'make': context value 'dataset' (120.0 MiB) does not fit in Ray's object store" in str(cause)
+
+
+def test_example_uploads_a_checkpoint_trained_on_another_node(two_nodes, digits_backend, tmp_path):
+    """The example's train -> upload handoff with the two steps forced onto different nodes."""
+    import sys
+    import zipfile
+
+    from ray import cloudpickle
+
+    server, dataset_id = digits_backend
+    example = load_action(str(REPO / "examples/train_steps.py") + ":DigitsStepTrainAction")
+    cloudpickle.register_pickle_by_value(sys.modules[example.__module__])  # its steps travel by value
+
+    class PinnedDigits(example):  # type: ignore[misc, valid-type]
+        def setup_steps(self, registry):
+            super().setup_steps(registry)
+            for step in registry.get_steps():
+                node = "node_b" if step.name == "upload_model" else "node_a"
+                step.resources = StepResources(resources={node: 1})
+
+    result = RayExecutor(backend=server.spec, reuse_actors=False).execute(
+        PinnedDigits, {"dataset_id": dataset_id, "epochs": 2}
+    )
+    assert result["success"] and result["steps_executed"] == 3
+    with BackendClient(server.spec) as client:
+        path = client.download_model(result["model_id"], tmp_path)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(n.rsplit("/", 1)[-1] for n in zf.namelist() if not n.endswith("/")) == [
+            "metrics.txt",
+            "model.pkl",
+        ]
