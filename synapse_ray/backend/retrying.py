@@ -38,6 +38,7 @@ def _log() -> Any:
 
     return structlog.get_logger("synapse_ray.backend")
 
+
 MAX_BACKOFF = 30.0  # the longest computed backoff wait, jitter included
 
 

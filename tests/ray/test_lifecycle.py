@@ -85,6 +85,15 @@ def test_unreachable_aggregator_without_a_copy_is_a_library_error():
     actor = Gone.options(name="gone-aggregator", namespace=NAMESPACE).remote()
     ray.get(actor.ping.remote())
     ray.kill(actor)
+
+    def dead() -> bool:
+        try:
+            ray.get(actor.ping.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    wait_until(dead, timeout=30)  # ray.kill returns before the actor is gone
     source = AggregatorSource(AggregatorRef("gone-aggregator", NAMESPACE, actor), "run-x")
     with pytest.raises(ProgressUnavailableError, match="gone-aggregator"):
         source.snapshot()
