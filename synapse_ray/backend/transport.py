@@ -272,7 +272,7 @@ class HttpCore:
             if not stream:
                 response = _read_within(response, backoff.deadline)
         except _BodyTooSlow:
-            self._log_failure(method, url, started, attempt, "BodyTooSlow")
+            self._log_request(method, url, started, attempt, error="BodyTooSlow")
             error = BackendTimeoutError(
                 f"Timed out on {method} {url}: the answer's body was still arriving after "
                 f"total_timeout={self.spec.total_timeout}s",
@@ -281,7 +281,7 @@ class HttpCore:
             )
             return _Failure(error, None)
         except httpx.TimeoutException as exc:
-            self._log_failure(method, url, started, attempt, type(exc).__name__)
+            self._log_request(method, url, started, attempt, error=type(exc).__name__)
             error = BackendTimeoutError(
                 f"Timed out ({type(exc).__name__}) on {method} {url} after "
                 f"{time.monotonic() - started:.1f}s (connect_timeout="
@@ -293,12 +293,12 @@ class HttpCore:
             cause = detach_request(exc, self._secret)
             return _Failure(error, cause, always_retryable=isinstance(exc, httpx.ConnectTimeout))
         except httpx.TransportError as exc:
-            self._log_failure(method, url, started, attempt, type(exc).__name__)
+            self._log_request(method, url, started, attempt, error=type(exc).__name__)
             error = self._connection_error(method, url, exc)
             cause = detach_request(exc, self._secret)
             return _Failure(error, cause, always_retryable=isinstance(exc, httpx.ConnectError))
         status = response.status_code
-        self._log_response(method, url, status, started, attempt)
+        self._log_request(method, url, started, attempt, status=status)
         if status < 300 or status in allow_status:
             return response
         if stream:
@@ -333,23 +333,24 @@ class HttpCore:
             method=method,
         )
 
-    def _log_response(self, method: str, url: httpx.URL, status: int, started: float, attempt: int) -> None:
+    def _log_request(
+        self,
+        method: str,
+        url: httpx.URL,
+        started: float,
+        attempt: int,
+        status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One debug line per attempt: answered (``status``) or failed (``error``)."""
+        fields: dict[str, Any] = {"status": status}
+        if error is not None:
+            fields["error"] = error
         log.debug(
             "backend.request",
             method=method,
             path=url.path,
-            status=status,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
             attempt=attempt,
-        )
-
-    def _log_failure(self, method: str, url: httpx.URL, started: float, attempt: int, error: str) -> None:
-        log.debug(
-            "backend.request",
-            method=method,
-            path=url.path,
-            status=None,
-            error=error,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            attempt=attempt,
+            **fields,
         )
