@@ -100,7 +100,12 @@ def connect_error(address: str | None, exc: BaseException) -> ClusterError:
         return ClusterError(
             f"Ray refused the connection to {where}: {text.strip()}. {AUTH_HINT}", address=address
         )
-    return ClusterError(f"Could not connect to the Ray cluster at {where}: {text.strip()}", address=address)
+    message = f"Could not connect to the Ray cluster at {where}: {text.strip()}"
+    if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        # The address answered our probe, so a refused handshake is most likely Ray's token
+        # auth: Ray itself only logs "Authentication token is missing or incorrect".
+        message += f". Something answers there; if the cluster uses token authentication: {AUTH_HINT}"
+    return ClusterError(message, address=address)
 
 
 def current_cluster_pointer() -> tuple[Path, str] | None:

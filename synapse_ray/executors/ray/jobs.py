@@ -200,7 +200,7 @@ class RayJobExecutor(Executor):
                     metadata=metadata,
                     **options,
                 )
-            except (RuntimeError, ConnectionError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - Ray's HTTP errors, auth errors: one of ours
                 raise jobs_error(address, exc) from None
         finally:
             remove_private_package(pkg)
@@ -214,8 +214,12 @@ class RayJobExecutor(Executor):
     def _start(self, cls: type, params: Any, backend: Any, job_id: str | None, run_id: str) -> RunHandle:
         raise NotImplementedError("RayJobExecutor.submit builds its own handle")  # pragma: no cover
 
-    def attach(self, submission_id: str) -> RayJobHandle:
-        """Follow a job submitted earlier (from this or another process on this machine)."""
+    def attach(self, submission_id: str, follow: bool = True) -> RayJobHandle:
+        """Follow a job submitted earlier (from this or another process on this machine).
+
+        With ``follow=False`` the job is read once (status, log, records) and not
+        followed: enough for a status line or a log dump.
+        """
         address, client = self.client()
         info = job_info(client, address, submission_id)
         meta = info.metadata or {}
@@ -233,6 +237,7 @@ class RayJobExecutor(Executor):
             meta.get("run_id", ""),
             meta.get("action", ""),
             meta.get("backend_job_id"),
+            follow=follow,
         )
 
     def _handle(
@@ -244,8 +249,9 @@ class RayJobExecutor(Executor):
         run_id: str,
         action_name: str,
         job_id: Any,
+        follow: bool = True,
     ) -> RayJobHandle:
-        source = JobSource(client, address, submission_id, key, run_id).start()
+        source = JobSource(client, address, submission_id, key, run_id)
         runtime = RuntimeContext(
             run_id=run_id,
             job_id=None,  # the cluster side writes the backend record, not this process
@@ -254,6 +260,10 @@ class RayJobExecutor(Executor):
             action_name=action_name,
         )
         handle = RayJobHandle(runtime, source)
+        if not follow:
+            source.poll()
+            return handle
+        source.start()
         return handle.start(source.outcome)  # type: ignore[return-value]
 
     # -- helpers -----------------------------------------------------------------------
@@ -317,7 +327,7 @@ def params_hash(params: Any) -> str:
 def job_info(client: Any, address: str, submission_id: str) -> Any:
     try:
         return client.get_job_info(submission_id)
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, AuthenticationError ...
         if "does not exist" in str(exc) or "404" in str(exc) or "not found" in str(exc).lower():
             raise not_found(submission_id, address) from None
         raise jobs_error(address, exc) from None

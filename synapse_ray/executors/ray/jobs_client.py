@@ -105,7 +105,7 @@ def make_client(address: str | None, timeout: float = 5.0) -> tuple[str, Any]:
     probe(resolved, timeout)
     try:
         return resolved, JobSubmissionClient(resolved, headers=auth_headers())
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Ray raises several types here (AuthenticationError...)
         raise jobs_error(resolved, exc) from None
 
 
