@@ -40,7 +40,7 @@ def stop_key(submission_id: str) -> bytes:
     return f"stop:{submission_id}".encode()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m synapse_ray.entrypoint")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run an action (the Ray Job's driver)")
@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     stop_p = sub.add_parser("stop", help="ask a running submission to stop cooperatively")
     stop_p.add_argument("submission_id")
     stop_p.add_argument("--grace", type=float, default=10.0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "stop":
         return request_stop(args.submission_id, args.grace)
     return run(args)

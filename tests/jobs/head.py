@@ -123,7 +123,7 @@ class RayHead:
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
+                self.proc.wait(5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             try:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -182,11 +183,12 @@ def test_ray_executor_on_the_token_auth_cluster(ray_head):
     cmd += ["--executor", "ray", "--address", gcs, "--params", '{"a": 2, "b": 3}', "-q"]
     env = {k: v for k, v in ray_head.env().items() if k != "RAY_AUTH_MODE"}
     env["PYTHONPATH"] = str(REPO)
-    ok = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, cwd=REPO, env={**env, "RAY_AUTH_MODE": "token"}
-    )
+    run = {"capture_output": True, "text": True, "timeout": 120, "cwd": REPO}
+    with ThreadPoolExecutor(2) as pool:  # Ray gives up on a refused handshake only after ~20 s
+        ok_f = pool.submit(subprocess.run, cmd, env={**env, "RAY_AUTH_MODE": "token"}, **run)
+        bad_f = pool.submit(subprocess.run, cmd, env=env, **run)
+        ok, bad = ok_f.result(), bad_f.result()
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {"sum": 5}
-    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert bad.returncode != 0
     assert "RAY_AUTH_MODE=token" in bad.stderr and "token authentication" in bad.stderr

@@ -96,7 +96,8 @@ def connect_error(address: str | None, exc: BaseException) -> ClusterError:
     """A failed connect as one error that says what to do."""
     text = str(exc)
     where = address or "the local machine"
-    if "uthentication" in text or "token" in text.lower():
+    cause = f"{text} {exc.__cause__ or ''}"  # Ray wraps the GCS handshake error in a bare "Failed to connect"
+    if "uthentica" in cause or "token" in cause.lower():
         return ClusterError(
             f"Ray refused the connection to {where}: {text.strip()}. {AUTH_HINT}", address=address
         )
