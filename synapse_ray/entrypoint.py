@@ -91,15 +91,14 @@ def run(args: argparse.Namespace) -> int:
     if writer is not None:
         writer.emit(STARTED, {"run_id": handle.run_id, "action": handle.runtime.action_name})
     _watch_for_stop(handle, submission_id)
-    snap = _follow(handle, writer)
+    _follow(handle, writer)
     result, error = None, None
     try:
         result = handle.result()
     except BaseException as exc:  # noqa: BLE001 - reported in the final record
         error = exc
-    snap = handle.progress()
+    _finish(writer, FINAL, result, error, handle.progress())
     executor.close()
-    _finish(writer, FINAL, result, error, snap)
     return 0 if error is None else 1
 
 

@@ -20,7 +20,8 @@ from synapse_ray.executors.ray.jobs_channel import RecordReader
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.status import RunStatus
 
-MIN_INTERVAL = 0.2
+MIN_INTERVAL = 0.1  # while a job is young, its result may be a second away
+SETTLED_INTERVAL = 0.5  # after the first half minute
 MAX_INTERVAL = 5.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -40,6 +41,7 @@ class JobSource:
         self._offset = 0
         self._changes = 0
         self._ended = threading.Event()  # job terminal and its log drained
+        self._outcome = threading.Event()  # the final record arrived, or the job ended
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -53,6 +55,7 @@ class JobSource:
     # -- polling -------------------------------------------------------------------
     def _loop(self) -> None:
         failures = 0
+        started = time.monotonic()
         while True:
             try:
                 terminal = self.poll()
@@ -66,9 +69,11 @@ class JobSource:
                 with self._cond:
                     self._changes += 1
                     self._ended.set()
+                    self._outcome.set()
                     self._cond.notify_all()
                 return
-            time.sleep(min(MAX_INTERVAL, MIN_INTERVAL + self._offset / 4_000_000))
+            base = MIN_INTERVAL if time.monotonic() - started < 30 else SETTLED_INTERVAL
+            time.sleep(min(MAX_INTERVAL, base + self._offset / 4_000_000))
 
     def poll(self) -> bool:
         """One read of status and log; True once the job ended and its log is drained."""
@@ -87,6 +92,8 @@ class JobSource:
             if changed:
                 self._changes += 1
                 self._cond.notify_all()
+        if self.reader.final is not None:
+            self._outcome.set()  # verified: no need to wait for the process to exit
         return terminal
 
     # -- ProgressSource ----------------------------------------------------------------
@@ -136,8 +143,11 @@ class JobSource:
         return self._ended.wait(timeout)
 
     def outcome(self) -> Any:
-        """Block until the job ended; its result, or its error rebuilt on this side."""
-        self._ended.wait()
+        """Block until the final record (or the job's end); the result, or the error rebuilt here.
+
+        The log keeps being followed after the final record, until the job ends.
+        """
+        self._outcome.wait()
         if self._error is not None:
             raise ClusterError(
                 f"Lost the Ray Jobs API at {self.address} while following {self.submission_id}: "
