@@ -55,7 +55,10 @@ class RayHead:
         self.token_path = self.temp_dir / "auth_token"
         ports = free_ports(len(PORT_FLAGS) + 1)
         self.ports = dict(zip(PORT_FLAGS, ports, strict=False))
-        self.min_worker_port = 20000 + (ports[-1] % 20000)
+        base = 20000 + (ports[-1] % 20000)
+        while any(base <= port <= base + 200 for port in ports):  # Ray refuses overlapping ranges
+            base = 20000 + (base + 211) % 20000
+        self.min_worker_port = base
         self.gcs_address = f"127.0.0.1:{self.ports['--port']}"
         self.dashboard = f"http://127.0.0.1:{self.ports['--dashboard-port']}"
         self.proc: subprocess.Popen[bytes] | None = None
