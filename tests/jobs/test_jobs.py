@@ -84,8 +84,9 @@ def test_print_cannot_spoof_and_concurrent_submissions_keep_their_own_results():
     first = runner.submit("job_actions.py:EchoAction", {"value": 3, "spoof": True})
     second = runner.submit("job_actions.py:EchoAction", {"value": 5, "spoof": True})
     assert first.submission_id != second.submission_id
-    assert first.result(timeout=120) == {"value": 6}
-    assert second.result(timeout=120) == {"value": 10}
+    # the task sees no private package: it stays with the entrypoint (the driver)
+    assert first.result(timeout=120) == {"value": 6, "private_packages_here": []}
+    assert second.result(timeout=120) == {"value": 10, "private_packages_here": []}
     lines = first.log_lines()
     assert any("RESULT: -1" in line for line in lines)  # user prints stay in the log ...
     assert not any("@@synapse-ray-record@@" in line for line in lines)  # ... records do not

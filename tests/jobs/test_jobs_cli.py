@@ -39,7 +39,7 @@ def test_submit_no_wait_then_attach_from_a_new_process_logs_status_and_list():
         "submit", "job_actions.py:EchoAction", "--working-dir", str(PROJECT), "--params", '{"value": 8}'
     )
     assert waited.exit_code == 0, waited.stderr
-    assert json.loads(waited.stdout) == {"value": 16}
+    assert json.loads(waited.stdout) == {"value": 16, "private_packages_here": []}
     assert "100.0% SUCCEEDED" in waited.stderr and "Running entrypoint" in waited.stderr
 
     # a new process re-attaches by submission id: verified progress and the typed result

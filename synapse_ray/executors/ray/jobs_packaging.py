@@ -184,8 +184,33 @@ def read_private_package(name: str) -> dict[str, Any]:
             path.unlink()
         except OSError:
             pass
+        _keep_from_workers(Path(location))
         return json.loads(text)
     raise ConfigurationError(
         f"the submission package {name!r} is not on this job's path (or was already read): "
         "was the job submitted by RayJobExecutor / synapse-ray submit?"
     )
+
+
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def _keep_from_workers(location: Path) -> None:
+    """Drop the private package from the job config this driver hands its workers.
+
+    Ray gives every task and actor of a job the job's ``py_modules``; on other
+    nodes that would unpack the private file again. The driver has not called
+    ``ray.init`` yet, which reads the job config from this variable.
+    """
+    raw = os.environ.get(JOB_CONFIG_ENV)
+    pkg_dir = next((part for part in location.parts if part.startswith("_ray_pkg_")), None)
+    if not raw or pkg_dir is None:
+        return
+    config = json.loads(raw)
+    env = config.get("runtime_env") or {}
+    modules = [m for m in env.get("py_modules") or [] if not str(m).endswith(f"/{pkg_dir}.zip")]
+    if modules:
+        env["py_modules"] = modules
+    else:
+        env.pop("py_modules", None)
+    os.environ[JOB_CONFIG_ENV] = json.dumps(config)

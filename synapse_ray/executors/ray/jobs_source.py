@@ -24,6 +24,7 @@ MIN_INTERVAL = 0.1  # while a job is young, its result may be a second away
 SETTLED_INTERVAL = 0.5  # after the first half minute
 MAX_INTERVAL = 5.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+GIVE_UP_AFTER = 120.0  # seconds of the Jobs API failing without a break
 
 
 class JobSource:
@@ -54,17 +55,17 @@ class JobSource:
 
     # -- polling -------------------------------------------------------------------
     def _loop(self) -> None:
-        failures = 0
         started = time.monotonic()
+        failing_since: float | None = None
         while True:
             try:
                 terminal = self.poll()
-                failures = 0
+                failing_since = None
             except Exception as exc:  # noqa: BLE001 - the API may blink; give up after a while
-                failures += 1
-                if failures >= 30:
+                failing_since = failing_since or time.monotonic()
+                terminal = time.monotonic() - failing_since > GIVE_UP_AFTER
+                if terminal:
                     self._error = exc
-                    terminal = True
             if terminal:
                 with self._cond:
                     self._changes += 1
@@ -124,6 +125,8 @@ class JobSource:
 
     def request_cancel(self) -> None:
         """Submit the stop control job: the entrypoint cancels with our grace period."""
+        if self.job_status in TERMINAL or self.reader.final is not None:
+            return  # nothing left to stop
         self.client.submit_job(
             entrypoint=f"python -m synapse_ray.entrypoint stop {self.submission_id} --grace {self.grace_s:g}",
             metadata={"synapse_ray": "stop", "target_submission": self.submission_id},

@@ -7,6 +7,7 @@ this machine), so tests can see rollbacks from the submitter.
 from __future__ import annotations
 
 import json
+import pkgutil
 import time
 from typing import Any
 
@@ -39,7 +40,8 @@ class EchoAction(BaseTrainAction[EchoParams]):
             print('{"value": -1}', flush=True)
             print("RESULT: -1", flush=True)
         self.set_progress(1, 1, self.progress.TRAIN)
-        return {"value": self.params.value * 2}
+        private = [m.name for m in pkgutil.iter_modules() if m.name.startswith("synapse_job_")]
+        return {"value": self.params.value * 2, "private_packages_here": private}
 
 
 class PrepareStep(BaseStep[TrainContext]):
