@@ -118,7 +118,7 @@ def _follow(handle: Any, writer: Any) -> Any:
 
 
 def _finish(writer: Any, kind: str, result: Any, error: BaseException | None, snap: Any) -> None:
-    from synapse_ray.cli.output import error_paragraph, to_json
+    from synapse_ray.runtime.jsonable import to_json
     from synapse_ray.steps.orchestrator import status_for
 
     status = status_for(error).value
@@ -126,6 +126,8 @@ def _finish(writer: Any, kind: str, result: Any, error: BaseException | None, sn
         if error is None:
             print(to_json(result), flush=True)
         else:
+            from synapse_ray.cli.output import error_paragraph
+
             print(f"Error: {error_paragraph(error)}", file=sys.stderr, flush=True)
         return
     body: dict[str, Any] = {
