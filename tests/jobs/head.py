@@ -126,7 +126,7 @@ class RayHead:
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(5)
+                self.proc.wait(3)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             try:
