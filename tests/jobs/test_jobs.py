@@ -160,7 +160,7 @@ def test_cluster_and_auth_errors_say_what_to_do(ray_head, monkeypatch):
         RayJobExecutor(working_dir=PROJECT).submit("job_actions.py:EchoAction")
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
-    with pytest.raises(ClusterError, match=r"Missing authentication token.*RAY_AUTH_MODE=token"):
+    with pytest.raises(ClusterError, match=r"refused our credentials.*RAY_AUTH_MODE=token"):
         RayJobExecutor(working_dir=PROJECT).submit("job_actions.py:EchoAction")
     with pytest.raises(ConfigurationError, match="No job with submission id 'synapse-nope'"):
         monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_path))
