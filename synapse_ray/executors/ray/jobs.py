@@ -207,7 +207,7 @@ class RayJobExecutor(Executor):
         save_submission(
             submission_id, {"key": key, "run_id": run_id, "address": address, "action": cls.action_name}
         )
-        handle = self._handle(client, address, submission_id, key, run_id, cls.action_name, job_id)
+        handle = self._handle(client, address, submission_id, key, run_id, cls.action_name)
         self._track(handle)
         return handle
 
@@ -236,7 +236,6 @@ class RayJobExecutor(Executor):
             record.get("key"),
             meta.get("run_id", ""),
             meta.get("action", ""),
-            meta.get("backend_job_id"),
             follow=follow,
         )
 
@@ -248,7 +247,6 @@ class RayJobExecutor(Executor):
         key: str | None,
         run_id: str,
         action_name: str,
-        job_id: Any,
         follow: bool = True,
     ) -> RayJobHandle:
         source = JobSource(client, address, submission_id, key, run_id)
