@@ -255,7 +255,9 @@ def list_jobs(address: str | None, action: str | None, run_id: str | None, param
         jobs = list_our_jobs(client, action=action, run_id=run_id, params_hash=params_hash)
     except (SynapseRayError, ValueError) as exc:
         _fail(exc)
-    click.echo(f"{'SUBMISSION ID':<24} {'ACTION':<24} {'STATUS':<10} {'PROGRESS':>8}  RUN ID")
+    click.echo(
+        f"{'SUBMISSION ID':<24} {'ACTION':<24} {'STATUS':<10} {'PROGRESS':>8}  {'RUN ID':<12}  PARAMS HASH"
+    )
     for job in jobs:
         progress = "-"
         try:
@@ -267,5 +269,5 @@ def list_jobs(address: str | None, action: str | None, run_id: str | None, param
         meta = job.metadata or {}
         click.echo(
             f"{job.submission_id:<24} {meta.get('action', ''):<24} {job_status:<10} {progress:>8}  "
-            f"{meta.get('run_id', '')}"
+            f"{meta.get('run_id', ''):<12}  {meta.get('params_hash', '')}"
         )

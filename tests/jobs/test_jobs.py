@@ -93,10 +93,13 @@ def test_print_cannot_spoof_and_concurrent_submissions_keep_their_own_results():
     assert first.source.reader.rejected >= 1  # the forged record was seen and refused
 
 
-def test_stop_from_the_cli_rolls_back_and_leaves_no_actors(ray_head, tmp_path):
+def test_stop_from_the_cli_rolls_back_and_leaves_no_actors(ray_head, tmp_path, digits_backend):
+    server, _ = digits_backend
+    client = get_client(server.spec)
+    job = client.create_job({"action": "jobs_slow_steps"})
     notes = tmp_path / "notes.jsonl"
-    handle = RayJobExecutor(working_dir=PROJECT).submit(
-        "job_actions.py:SlowStepsAction", {"seconds": 120, "notes": str(notes)}
+    handle = RayJobExecutor(working_dir=PROJECT, backend=server.spec).submit(
+        "job_actions.py:SlowStepsAction", {"seconds": 120, "notes": str(notes)}, job_id=job["id"]
     )
     version, deadline = -1, time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -115,6 +118,9 @@ def test_stop_from_the_cli_rolls_back_and_leaves_no_actors(ray_head, tmp_path):
     snap = handle.progress()
     assert snap.status is RunStatus.CANCELLED
     assert snap.steps["prepare"].status.value == "rolled_back"
+    record = client.get_job(job["id"])  # written in the cluster by the run's single writer
+    assert record["status"] == "cancelled"
+    assert record["progress_record"]["steps"]["prepare"]["status"] == "rolled_back"
     events = [json.loads(line) for line in notes.read_text().splitlines()]
     assert {"step": "slow", "event": "saw_cancel"} in events
     assert {"step": "prepare", "event": "rollback"} in events
