@@ -66,8 +66,10 @@ def test_submit_no_wait_then_attach_from_a_new_process_logs_status_and_list():
     row = next(line for line in listed.stdout.splitlines() if line.startswith(sid))
     assert "jobs_echo" in row and "SUCCEEDED" in row and "100.0%" in row
     assert all("jobs_echo" in line for line in listed.stdout.splitlines()[1:])
-    by_params = invoke("list", "--params-hash", row.split()[-1])  # the same params: both spoofing runs
-    assert sid in by_params.stdout and len(by_params.stdout.splitlines()) >= 2
+    params_hash = row.split()[-1]
+    rows = invoke("list", "--params-hash", params_hash).stdout.splitlines()[1:]
+    assert any(r.startswith(sid) for r in rows) and all(r.endswith(params_hash) for r in rows)
+    assert len(invoke("list").stdout.splitlines()) > len(rows) + 1  # the run with other params is left out
 
 
 def test_bad_input_exits_2_with_a_clear_message():
