@@ -227,7 +227,7 @@ def logs(submission_id: str, address: str | None, follow_job: bool) -> None:
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True)
 def stop(submission_id: str, address: str | None, grace: float) -> None:
     """Cancel a job cooperatively: steps see ctx.cancelled, completed steps roll back;
-    after --grace seconds, Ray stops the job."""
+    after --grace seconds the current step is killed, and then Ray stops the job."""
     handle = _attach(address, submission_id, follow_job=True)
     handle.source.wait_for_update(-1, timeout=5.0)  # the first read of the job
     if handle.source.job_status in ("SUCCEEDED", "FAILED", "STOPPED"):
@@ -236,7 +236,7 @@ def stop(submission_id: str, address: str | None, grace: float) -> None:
     click.echo(f"Stopping job '{submission_id}' (grace {grace:g} s) ...", err=True)
     started = time.monotonic()
     handle.cancel(grace_s=grace)
-    handle.wait(60)
+    handle.wait(30)
     click.echo(f"Job '{submission_id}': {handle.status().value} after {time.monotonic() - started:.1f} s")
 
 

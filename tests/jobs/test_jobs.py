@@ -16,6 +16,7 @@ from synapse_ray import (
     ClusterError,
     ConfigurationError,
     ParamsValidationError,
+    RunCancelledError,
     RunStatus,
     StepError,
     TargetError,
@@ -189,3 +190,24 @@ def test_ray_executor_on_the_token_auth_cluster(ray_head):
     assert json.loads(ok.stdout) == {"sum": 5}
     assert bad.returncode != 0
     assert "RAY_AUTH_MODE=token" in bad.stderr and "token authentication" in bad.stderr
+
+
+def test_rays_own_stop_is_a_cooperative_cancel_too(ray_head, tmp_path):
+    """`ray job stop` (SIGTERM, SIGKILL 3 s later): the entrypoint still cancels, rolls back, reports."""
+    notes = tmp_path / "notes.jsonl"
+    handle = RayJobExecutor(working_dir=PROJECT).submit(
+        "job_actions.py:SlowStepsAction", {"seconds": 120, "notes": str(notes)}
+    )
+    version, deadline = -1, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        snap = handle.wait_for_update(version, timeout=1.0)
+        version = snap.version
+        if snap.current_step == "slow":
+            break
+    assert raw_client(ray_head).stop_job(handle.submission_id)
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=60)
+    assert handle.status() is RunStatus.CANCELLED
+    assert handle.source.reader.final is not None  # the entrypoint reported before Ray's SIGKILL
+    events = [json.loads(line) for line in notes.read_text().splitlines()]
+    assert {"step": "prepare", "event": "rollback"} in events

@@ -53,6 +53,9 @@ from synapse_ray.runtime.logging import configure_logging
 from synapse_ray.runtime.reporter import NullSink, ProgressReporter
 
 META_KIND = "synapse_ray"  # metadata key marking our jobs: "run" (and "stop" for control jobs)
+# Ray's stop comes this long after the entrypoint's own grace ran out: the stop job needs a
+# moment to start, and the entrypoint's kill and rollback should not be cut short.
+STOP_MARGIN = 10.0
 
 
 class RayJobHandle(RunHandle):
@@ -71,9 +74,10 @@ class RayJobHandle(RunHandle):
         return getattr(info, "job_id", None) if info is not None else None
 
     def cancel(self, grace_s: float = 10.0) -> None:
-        """Cooperative stop inside the cluster; after ``grace_s``, Ray's ``stop_job``."""
+        """Cooperative stop inside the cluster; the entrypoint kills the current step after
+        ``grace_s``; if the job still runs ``STOP_MARGIN`` s later, Ray's ``stop_job``."""
         self.source.grace_s = grace_s
-        super().cancel(grace_s)
+        super().cancel(grace_s + STOP_MARGIN)
 
     def log_lines(self) -> list[str]:
         return [entry["line"] for entry in self.logs()]
