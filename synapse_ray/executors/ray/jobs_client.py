@@ -118,10 +118,8 @@ def not_found(submission_id: str, address: str) -> ConfigurationError:
 
 # -- the submitter's record of its submissions -------------------------------------
 def _store_dir() -> Path:
-    from synapse_ray.backend.store import ENV_HOME
-
-    home = os.environ.get(ENV_HOME) or str(Path.home() / ".synapse_ray")
-    return Path(home) / "jobs"
+    home = os.environ.get("SYNAPSE_RAY_HOME", "").strip() or str(Path.home() / ".synapse_ray")
+    return Path(home).expanduser() / "jobs"
 
 
 def save_submission(submission_id: str, data: dict[str, Any]) -> None:
