@@ -198,8 +198,8 @@ def status(submission_id: str, address: str | None) -> None:
         click.echo(f"  {name:<20} {step.percent:5.1f}% {step.status.value}")
     if snap.error:
         click.echo(f"Error: {snap.error}")
-    if handle.source.reader.key is None:
-        click.echo("(progress unverified: this machine holds no key for this submission)", err=True)
+    for warning in snap.warnings:
+        click.echo(f"Warning: {warning}")
 
 
 @click.command()

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from synapse_ray.cli import main
+from synapse_ray.executors.ray.jobs_client import submission_record_path
 from tests.conftest import REPO
 from tests.jobs.conftest import PROJECT
 
@@ -61,6 +62,16 @@ def test_submit_no_wait_then_attach_from_a_new_process_logs_status_and_list():
     status = invoke("status", sid)
     assert status.exit_code == 0
     assert f"Status for job '{sid}': SUCCEEDED" in status.stdout and "100.0%" in status.stdout
+
+    # without the submission's key (another machine), status says so and shows Ray's view
+    record = submission_record_path(sid)
+    record.rename(record.with_suffix(".away"))
+    try:
+        unverified = invoke("status", sid)
+    finally:
+        record.with_suffix(".away").rename(record)
+    assert f"Status for job '{sid}': SUCCEEDED" in unverified.stdout
+    assert "Warning: unverified" in unverified.stdout and "100.0%" not in unverified.stdout
 
     listed = invoke("list", "--action", "jobs_echo")
     row = next(line for line in listed.stdout.splitlines() if line.startswith(sid))

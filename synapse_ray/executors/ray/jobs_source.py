@@ -25,6 +25,14 @@ SETTLED_INTERVAL = 0.5  # after the first half minute
 MAX_INTERVAL = 5.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 GIVE_UP_AFTER = 120.0  # seconds of the Jobs API failing without a break
+UNVERIFIED_STATUS = {
+    "PENDING": RunStatus.PENDING,
+    "RUNNING": RunStatus.RUNNING,
+    "SUCCEEDED": RunStatus.SUCCEEDED,
+    "FAILED": RunStatus.FAILED,
+    "STOPPED": RunStatus.CANCELLED,
+}
+NO_KEY_WARNING = "unverified: this machine holds no channel key for this submission (Ray's status only)"
 
 
 class JobSource:
@@ -106,7 +114,11 @@ class JobSource:
         body = self.reader.progress
         snap = ProgressSnapshot.model_validate(body) if body else ProgressSnapshot(run_id=self.run_id)
         update: dict[str, Any] = {"version": self._changes}
-        if not snap.status.is_terminal and self.job_status in TERMINAL:
+        if self.reader.key is None:  # nothing verifies here: Ray's own view, said as such
+            update["status"] = UNVERIFIED_STATUS.get(self.job_status or "", RunStatus.PENDING)
+            update["warnings"] = [NO_KEY_WARNING]
+            update["error"] = self.job_message if self.job_status in ("FAILED", "STOPPED") else None
+        elif not snap.status.is_terminal and self.job_status in TERMINAL:
             # the job ended without our final record: killed, or failed before the run began
             update["status"] = RunStatus.CANCELLED if self.job_status == "STOPPED" else RunStatus.FAILED
             update["error"] = snap.error or self.job_message
