@@ -179,6 +179,10 @@ class RayJobExecutor(Executor):
                 "job_id": None if job_id is None else str(job_id),
             },
         )
+        # the key is on disk before the job exists: a submitter that dies now can still attach
+        save_submission(
+            submission_id, {"key": key, "run_id": run_id, "address": address, "action": cls.action_name}
+        )
         try:
             runtime_env["py_modules"] = [*self.py_modules, str(pkg)]
             entrypoint = (
@@ -208,9 +212,6 @@ class RayJobExecutor(Executor):
                 raise jobs_error(address, exc) from None
         finally:
             remove_private_package(pkg)
-        save_submission(
-            submission_id, {"key": key, "run_id": run_id, "address": address, "action": cls.action_name}
-        )
         handle = self._handle(client, address, submission_id, key, run_id, cls.action_name)
         self._track(handle)
         return handle
