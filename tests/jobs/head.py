@@ -140,4 +140,8 @@ class RayHead:
                 pointer.unlink()
         except OSError:
             pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for _ in range(3):  # a process that was still exiting may have written one more file
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not self.temp_dir.exists():
+                break
+            time.sleep(0.5)
