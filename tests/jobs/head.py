@@ -102,9 +102,9 @@ class RayHead:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"ray start exited: {(self.temp_dir / 'ray-start.log').read_text()[-3000:]}"
-                )
+                text = (self.temp_dir / "ray-start.log").read_text()[-3000:]
+                self.stop()
+                raise RuntimeError(f"ray start exited: {text}")
             if self._jobs_api_up():
                 return self
             time.sleep(0.3)
