@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
+    from synapse_ray.executors.ray.jobs import RayJobExecutor, RayJobHandle
     from synapse_ray.executors.ray.values import StoredValue
     from synapse_ray.localbackend import LocalBackendServer
     from synapse_ray.runtime.context import RuntimeContext
@@ -81,6 +82,8 @@ _EXPORTS = {
     "ProgressSnapshot": "synapse_ray.runtime.progress",
     "RayExecutor": "synapse_ray.executors.ray.executor",
     "RayRunHandle": "synapse_ray.executors.ray.executor",
+    "RayJobExecutor": "synapse_ray.executors.ray.jobs",
+    "RayJobHandle": "synapse_ray.executors.ray.jobs",
     "RetryPolicy": "synapse_ray.steps.retry",
     "RunCancelledError": "synapse_ray.errors",
     "RunHandle": "synapse_ray.executors.handle",
@@ -142,6 +145,8 @@ __all__ = [
     "LocalBackendServer",
     "RayExecutor",
     "RayRunHandle",
+    "RayJobExecutor",
+    "RayJobHandle",
     "WorkerCrashedError",
     "BaseAction",
     "BaseStep",

@@ -18,6 +18,14 @@ def main() -> None:
 
 main.add_command(run)
 
+try:  # the Ray Jobs verbs live in their own module
+    from synapse_ray.cli.jobs import list_jobs, logs, status, stop, submit
+
+    for _command in (submit, status, logs, stop, list_jobs):
+        main.add_command(_command)
+except ImportError:  # pragma: no cover - only while the module is absent
+    pass
+
 try:  # the backend commands live in their own module
     from synapse_ray.cli.backend import backend
 

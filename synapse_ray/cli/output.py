@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from synapse_ray.runtime.jsonable import to_json
 
-from pydantic_core import to_jsonable_python
-
-
-def _fallback(value: Any) -> Any:
-    """What pydantic's encoder does not know: numpy scalars and arrays, else the repr."""
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item) and getattr(value, "shape", None) == ():
-        return item()
-    tolist = getattr(value, "tolist", None)  # numpy arrays
-    if callable(tolist):
-        return tolist()
-    return repr(value)
-
-
-def to_json(value: Any) -> str:
-    """Results as JSON: models, dataclasses, paths, sets, datetimes and numpy values included."""
-    return json.dumps(to_jsonable_python(value, fallback=_fallback), indent=2, sort_keys=True)
+__all__ = ["error_paragraph", "to_json"]
 
 
 def error_paragraph(exc: BaseException, run_id: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,12 +35,23 @@ def test_token_comes_from_a_secret_never_inline():
         assert "runtimeEnvYAML" not in doc["spec"]
 
 
-def test_rayjob_entrypoint_names_an_existing_action():
-    from synapse_ray import load_action
+def test_rayjob_entrypoint_is_ours_with_an_existing_action_and_valid_params():
+    import shlex
 
-    entry = load("rayjob.yaml")["spec"]["entrypoint"].split()
-    assert entry[:2] == ["synapse-ray", "run"] and "--executor" in entry
-    target = entry[2]
-    path, _, cls = target.partition(":")
+    from synapse_ray import load_action
+    from synapse_ray.entrypoint import build_parser
+
+    entry = shlex.split(load("rayjob.yaml")["spec"]["entrypoint"])
+    assert entry[:3] == ["python", "-m", "synapse_ray.entrypoint"]
+    args = build_parser().parse_args(entry[3:])  # the entrypoint accepts exactly these arguments
+    assert args.command == "run" and args.package is None and args.mode in ("auto", "task", "actors")
+    path, _, cls = args.target.partition(":")
     repo = DEPLOY.parent
-    assert load_action(f"{repo / path}:{cls}").__name__ == cls
+    action = load_action(f"{repo / path}:{cls}")
+    assert action.__name__ == cls
+    action.validate_params(json.loads(args.params))  # the params in the manifest validate
+
+
+def test_secrets_stay_out_of_the_rayjob_entrypoint():
+    text = load("rayjob.yaml")["spec"]["entrypoint"]
+    assert "TOKEN" not in text.upper() and "SYNAPSE_ACCESS" not in text

@@ -23,6 +23,7 @@ DOCUMENTED = {
     "Executor",
     "LocalExecutor",
     "RayExecutor",
+    "RayJobExecutor",
     "RunHandle",
     "RunStatus",
     "ProgressSnapshot",

@@ -74,6 +74,7 @@ def ensure_ray(
             kwargs["runtime_env"] = runtime_env
         if address:
             probe_address(address, connect_timeout)
+            check_auth(address)
             kwargs["address"] = address
         else:
             check_current_cluster(connect_timeout)
@@ -83,6 +84,29 @@ def ensure_ray(
             return True
         except (ConnectionError, RuntimeError) as exc:
             raise connect_error(address, exc) from exc
+
+
+def check_auth(address: str, timeout: float = 5.0) -> None:
+    """Fail at once on a Ray token-auth refusal; ``ray.init`` would retry it for about 20 s.
+
+    One GCS call with Ray's own client; anything but an auth error is left to ``ray.init``.
+    """
+    if "://" in address or address in ("auto", "local"):
+        return
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # pragma: no cover - Ray moved them: ray.init reports instead
+        return
+    try:
+        GcsClient(address=address).internal_kv_get(b"synapse_ray_auth_probe", b"synapse_ray", timeout=timeout)
+    except AuthenticationError as exc:
+        raise ClusterError(
+            f"Ray refused the connection to {address}: {str(exc).split('. ')[0]}. {AUTH_HINT}",
+            address=address,
+        ) from None
+    except Exception:  # noqa: BLE001 - not an auth problem: ray.init gives the full story
+        return
 
 
 AUTH_HINT = (
@@ -96,11 +120,17 @@ def connect_error(address: str | None, exc: BaseException) -> ClusterError:
     """A failed connect as one error that says what to do."""
     text = str(exc)
     where = address or "the local machine"
-    if "uthentication" in text or "token" in text.lower():
+    cause = f"{text} {exc.__cause__ or ''}"  # Ray wraps the GCS handshake error in a bare "Failed to connect"
+    if "uthentica" in cause or "token" in cause.lower():
         return ClusterError(
             f"Ray refused the connection to {where}: {text.strip()}. {AUTH_HINT}", address=address
         )
-    return ClusterError(f"Could not connect to the Ray cluster at {where}: {text.strip()}", address=address)
+    message = f"Could not connect to the Ray cluster at {where}: {text.strip()}"
+    if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        # The address answered our probe, so a refused handshake is most likely Ray's token
+        # auth: Ray itself only logs "Authentication token is missing or incorrect".
+        message += f". Something answers there; if the cluster uses token authentication: {AUTH_HINT}"
+    return ClusterError(message, address=address)
 
 
 def current_cluster_pointer() -> tuple[Path, str] | None:
