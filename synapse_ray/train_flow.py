@@ -17,6 +17,7 @@ action's one step.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import uuid
 from pathlib import Path
@@ -27,8 +28,12 @@ from synapse_ray.steps.step import BaseStep, StepResult
 PROPORTIONS = {"dataset": 20, "convert": 0, "train": 75, "model_upload": 5}
 
 
+@functools.cache
 def takes_data_path(cls: type) -> bool:
-    """Whether ``cls.execute`` has upstream's current shape, ``execute(self, data_path, checkpoint)``."""
+    """Whether ``cls.execute`` has upstream's current shape, ``execute(self, data_path, checkpoint)``.
+
+    Cached per class: it is asked on every run, and ``inspect.signature`` is not free.
+    """
     try:
         params = list(inspect.signature(cls.execute).parameters.values())  # type: ignore[attr-defined]
     except (TypeError, ValueError):
