@@ -8,6 +8,7 @@ shows. A runner (``ShardSession``) only submits, waits, fetches and cancels.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import inspect
 import time
@@ -228,6 +229,7 @@ class ShardStream(Iterator[ShardResult]):
         failed = len(self.failures)
         if not failed:
             return
+        self.failures.sort(key=lambda f: f.index)
         listed = "; ".join(str(f) for f in self.failures[:LISTED_FAILURES])
         more = f"; and {failed - LISTED_FAILURES} more" if failed > LISTED_FAILURES else ""
         total = self.total if self.total is not None else self.counts["submitted"]
@@ -260,6 +262,8 @@ class ShardStream(Iterator[ShardResult]):
 
 # -- checks ---------------------------------------------------------------------------
 def _name(fn: Any) -> str:
+    if isinstance(fn, functools.partial):
+        return _name(fn.func)
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
