@@ -245,3 +245,19 @@ def test_retry_waits_its_delay_and_a_cancel_cuts_it_short():
 
 def _always_fails(x: int) -> int:
     raise RuntimeError("no")
+
+
+def test_the_live_display_shows_shard_counts():
+    from synapse_ray.cli.display import describe
+
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
+    tally = {"total": 4, "submitted": 3, "done": 2, "running": 1, "failed": 0, "retried": 1}
+    state.apply(
+        [
+            ProgressEvent(STEP, "pre", 1, status="running"),
+            ProgressEvent(SHARD, "pre", 1, "decode", data={"map": "m", "counts": tally}),
+        ]
+    )
+    line = describe(state.snapshot())
+    assert "decode: shards 2/4, running 1, retried 1" in line
+    assert "failed" not in line and "decode=" not in line
