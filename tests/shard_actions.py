@@ -16,8 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from synapse_ray import BaseTrainAction, RetryPolicy
-from synapse_ray.parallel import map_shards
+from synapse_ray import BaseTrainAction, RetryPolicy, map_shards
 
 
 class ShardParams(BaseModel):
