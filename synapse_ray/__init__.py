@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from synapse_ray.executors.base import Executor
     from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
+    from synapse_ray.executors.ray.data import materialize_dataset
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
     from synapse_ray.executors.ray.jobs import RayJobExecutor, RayJobHandle
     from synapse_ray.executors.ray.values import StoredValue
@@ -120,6 +121,7 @@ _EXPORTS = {
     "TimingStep": "synapse_ray.steps.wrappers",
     "ValidationStep": "synapse_ray.steps.wrappers",
     "map_shards": "synapse_ray.parallel",
+    "materialize_dataset": "synapse_ray.executors.ray.data",
     "iter_shards": "synapse_ray.parallel",
     "ShardContext": "synapse_ray.parallel",
     "ShardResult": "synapse_ray.parallel",
@@ -192,6 +194,7 @@ __all__ = [
     "TrainProgressCategories",
     "load_action",
     "map_shards",
+    "materialize_dataset",
     "iter_shards",
     "ShardContext",
     "ShardResult",

@@ -104,3 +104,32 @@ class ShardAction(BaseTrainAction[ShardParams]):
             shards = pulled(p) if p.pulls else range(p.n)
             results = map_shards(self, functools.partial(work, p), shards, **options)
         return {"results": list(results), "failures": [f.index for f in results.failures]}
+
+
+class DataParams(BaseModel):
+    rows: int = 200
+    blocks: int = 20
+    block_sleep_s: float = 0.0
+
+
+def _double(batch: dict[str, Any], sleep_s: float) -> dict[str, Any]:
+    time.sleep(sleep_s)
+    batch["x"] = batch["x"] * 2
+    return batch
+
+
+class DataAction(BaseTrainAction[DataParams]):
+    """Builds a Ray Data pipeline; its rows report under the 'decode' category."""
+
+    action_name = "data_action"
+
+    def execute(self) -> dict[str, Any]:
+        import ray
+
+        from synapse_ray import materialize_dataset
+
+        p = self.params
+        ds = ray.data.from_items([{"x": i} for i in range(p.rows)], override_num_blocks=p.blocks)
+        ds = ds.map_batches(functools.partial(_double, sleep_s=p.block_sleep_s))
+        done = materialize_dataset(self, ds, category="decode")
+        return {"count": done.count(), "sum": sum(row["x"] for row in done.take_all())}

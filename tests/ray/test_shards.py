@@ -210,3 +210,26 @@ def test_a_generator_raising_midway_cancels_what_runs_and_says_so():
 
     with pytest.raises(ShardSourceError, match="after 4 shards"):
         map_shards(_ray_ctx(), _slow_first, gen(), max_in_flight=8)
+
+
+def test_a_ray_data_step_reports_its_rows_under_the_step_category():
+    from tests.shard_actions import DataAction
+
+    handle = RayExecutor().submit(DataAction, {"rows": 200, "blocks": 20, "block_sleep_s": 0.3})
+    mid = wait_until(
+        lambda: (c := handle.progress().categories.get("decode")) and 0 < c.current < 200 and c,
+        timeout=120,
+        interval=0.05,
+    )
+    assert mid.total == 200  # the estimate from the plan: the source's row count
+    assert handle.result(timeout=120) == {"count": 200, "sum": 2 * sum(range(200))}
+    snap = handle.progress()
+    assert (snap.categories["decode"].current, snap.categories["decode"].total) == (200, 200)
+    assert snap.overall == 100.0
+
+
+def test_materialize_dataset_refuses_what_is_not_a_dataset():
+    from synapse_ray import materialize_dataset
+
+    with pytest.raises(ConfigurationError, match="needs a ray.data.Dataset, got list"):
+        materialize_dataset(RuntimeContext(), [1, 2])
