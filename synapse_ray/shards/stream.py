@@ -271,6 +271,11 @@ def _check_fn(fn: Any) -> bool:
     """A callable taking the shard, or the shard and a ``ShardContext``; True for the latter."""
     if not callable(fn):
         raise ConfigurationError(f"map_shards fn must be callable (a function or a class), got {fn!r}")
+    if isinstance(fn, type) and not any("__call__" in vars(k) for k in fn.__mro__):
+        raise ConfigurationError(
+            f"map_shards fn is the class {_name(fn)}, whose instances are not callable: define "
+            "__call__(self, shard) (built once per worker, then called for each shard)"
+        )
     target = fn.__call__ if isinstance(fn, type) else fn
     try:
         sig = inspect.signature(target)

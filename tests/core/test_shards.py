@@ -24,6 +24,10 @@ from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
 from tests.shard_actions import ShardAction, read_notes
 
 
+class _NotCallable:
+    """A class without __call__: its instances cannot run a shard."""
+
+
 def _local_ctx() -> tuple[RuntimeContext, ProgressState]:
     state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
     rt = RuntimeContext(progress=ProgressReporter(LocalSink(state)))
@@ -196,6 +200,7 @@ def test_the_runner_travels_with_the_runtime_context():
     [
         ({"fn": 42}, "fn must be callable"),
         ({"fn": lambda: 1}, "must take the shard"),
+        ({"fn": _NotCallable}, "instances are not callable"),
         ({"shards": 7}, "shards must be iterable"),
         ({"shards": "abc"}, "shards is a str"),
         ({"max_in_flight": 0}, "max_in_flight must be an integer >= 1"),
