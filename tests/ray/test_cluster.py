@@ -67,7 +67,7 @@ def test_removing_the_node_mid_step_reruns_the_step_elsewhere(cluster, tmp_path)
 def test_shards_land_on_both_worker_nodes(cluster, tmp_path):
     c, nodes = cluster
     log = str(tmp_path / "shards")
-    handle = RayExecutor().submit(shard_actions.ShardAction, {"n": 24, "sleep_s": 0.5, "log": log})
+    handle = RayExecutor().submit(shard_actions.ShardAction, {"n": 24, "sleep_s": 1.5, "log": log})
     out = handle.result(timeout=180)
     assert [r["x"] for r in out["results"]] == list(range(24))
     ran_on = {n["node"] for n in shard_actions.read_notes(log) if n["event"] == "end"}
