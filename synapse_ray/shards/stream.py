@@ -63,18 +63,7 @@ class ShardStream(Iterator[ShardResult]):
         self._items = _check_shards(shards)
         self.total: int | None = len(shards) if hasattr(shards, "__len__") else None  # type: ignore[arg-type]
         options = _check_options(num_cpus, num_gpus, resources)
-        if max_in_flight is not None and (
-            isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0
-        ):
-            raise ConfigurationError(
-                f"max_in_flight must be an integer >= 1 (or None), got {max_in_flight!r}"
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(f"retry must be a RetryPolicy (or None), got {type(retry).__name__}")
-        if isinstance(allow_failures, bool) or not isinstance(allow_failures, int) or allow_failures < 0:
-            raise ConfigurationError(f"allow_failures must be an integer >= 0, got {allow_failures!r}")
-        if category is not None and (not isinstance(category, str) or not category):
-            raise ConfigurationError(f"category must be a non-empty string (or None), got {category!r}")
+        _check_policy(max_in_flight, retry, allow_failures, category)
         self.runtime = runtime
         self.retry = retry or NO_RETRY
         self.ordered = bool(ordered)
@@ -93,9 +82,7 @@ class ShardStream(Iterator[ShardResult]):
             env=dict(runtime.env),
             wants_ctx=wants_ctx,
         )
-        self._session = runner.open(
-            ShardJob(fn, base, options, self.what)
-        )  # runner checks: pickling, resources
+        self._session = runner.open(ShardJob(fn, base, options, self.what))  # pickling, resources
         self.map_id = base.map_id
         self.max_in_flight = max_in_flight or max(1, int(self._session.capacity))
         self.failures: list[ShardFailure] = []
@@ -309,6 +296,19 @@ def _check_shards(shards: Any) -> Iterator[Any]:
             f"shards must be iterable (a list, range or generator of shard values), got "
             f"{type(shards).__name__}"
         ) from None
+
+
+def _check_policy(max_in_flight: Any, retry: Any, allow_failures: Any, category: Any) -> None:
+    if max_in_flight is not None and (
+        isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0
+    ):
+        raise ConfigurationError(f"max_in_flight must be an integer >= 1 (or None), got {max_in_flight!r}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy (or None), got {type(retry).__name__}")
+    if isinstance(allow_failures, bool) or not isinstance(allow_failures, int) or allow_failures < 0:
+        raise ConfigurationError(f"allow_failures must be an integer >= 0, got {allow_failures!r}")
+    if category is not None and (not isinstance(category, str) or not category):
+        raise ConfigurationError(f"category must be a non-empty string (or None), got {category!r}")
 
 
 def _check_options(num_cpus: Any, num_gpus: Any, resources: Any) -> ShardOptions:
