@@ -41,6 +41,19 @@ def test_step_pinned_by_resources_runs_on_that_node(cluster, tmp_path):
     assert [n["node"] for n in train] == [nodes["b"].node_id]
 
 
+def test_shards_land_on_both_worker_nodes(cluster, tmp_path):
+    """Runs before the test that removes a node (file order)."""
+    c, nodes = cluster
+    log = str(tmp_path / "shards")
+    handle = RayExecutor().submit(shard_actions.ShardAction, {"n": 24, "sleep_s": 1.5, "log": log})
+    out = handle.result(timeout=180)
+    assert [r["x"] for r in out["results"]] == list(range(24))
+    ran_on = {n["node"] for n in shard_actions.read_notes(log) if n["event"] == "end"}
+    assert {nodes["a"].node_id, nodes["b"].node_id} <= ran_on
+    counts = handle.progress().shards["shards"]
+    assert (counts.done, counts.failed, counts.percent) == (24, 0, 100.0)
+
+
 def test_removing_the_node_mid_step_reruns_the_step_elsewhere(cluster, tmp_path):
     c, nodes = cluster
     log = str(tmp_path / "log")
@@ -62,15 +75,3 @@ def test_removing_the_node_mid_step_reruns_the_step_elsewhere(cluster, tmp_path)
     assert snap.steps["train"].attempt == 2 and snap.steps["train"].status is StepStatus.SUCCEEDED
     assert snap.overall == 100.0 and before > 0
     wait_until(lambda: not alive_actors("StepWorker"), timeout=30)
-
-
-def test_shards_land_on_both_worker_nodes(cluster, tmp_path):
-    c, nodes = cluster
-    log = str(tmp_path / "shards")
-    handle = RayExecutor().submit(shard_actions.ShardAction, {"n": 24, "sleep_s": 1.5, "log": log})
-    out = handle.result(timeout=180)
-    assert [r["x"] for r in out["results"]] == list(range(24))
-    ran_on = {n["node"] for n in shard_actions.read_notes(log) if n["event"] == "end"}
-    assert {nodes["a"].node_id, nodes["b"].node_id} <= ran_on
-    counts = handle.progress().shards["shards"]
-    assert (counts.done, counts.failed, counts.percent) == (24, 0, 100.0)
