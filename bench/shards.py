@@ -15,7 +15,9 @@ Then driver memory: a fresh process maps 1,000 and another 20,000 tiny shards
 (``iter_shards`` over a generator) against the same cluster; peak RSS of each.
 
 Goals: parallel efficiency serial / (ours x CPUs) >= 0.85; ours / raw <= 1.05;
-peak RSS at 20,000 within 10 % of 1,000.
+peak RSS at 20,000 within 10 % of 1,000. Efficiency is printed against the serial
+run's wall time (the definition) and its CPU time (what the work costs on an idle
+core: on a shared machine the wall time of one serial run swings with the load).
 """
 
 from __future__ import annotations
@@ -173,13 +175,13 @@ def main() -> None:
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "MISS"
 
-    eff = serial / (med["ours_step"] * cpus)
-    eff_driver = serial / (med["ours_driver"] * cpus)
-    raw_eff = serial / (med["raw"] * cpus)
-    print(
-        f"1. parallel efficiency serial/(ours x CPUs): in a step {eff:.3f}, from the driver {eff_driver:.3f} "
-        f"(raw Ray: {raw_eff:.3f}) (goal >= 0.85) {verdict(eff >= 0.85)}"
-    )
+    for label, base in (("serial wall time", serial), ("serial CPU time", serial_cpu)):
+        eff = {k: base / (med[k] * cpus) for k in ("ours_step", "ours_driver", "raw")}
+        print(
+            f"1. parallel efficiency, {label} / (ours x CPUs): in a step {eff['ours_step']:.3f}, from the "
+            f"driver {eff['ours_driver']:.3f} (raw Ray: {eff['raw']:.3f}) (goal >= 0.85) "
+            f"{verdict(eff['ours_step'] >= 0.85)}"
+        )
     ratio = med["ours_step"] / med["raw"]
     ratio_driver = med["ours_driver"] / med["raw"]
     print(

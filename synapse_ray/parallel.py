@@ -4,11 +4,12 @@ A step hands a function and an iterable of shards; each shard runs as its own
 unit of work, placed by a *shard runner* the executor injects into the
 ``RuntimeContext`` (``runtime.shard_runner``): in this process by default
 (``LocalExecutor``), as Ray tasks (or an actor pool when ``fn`` is a class)
-under the Ray executors (``executors/ray/shards.py``). This module owns the
-semantics, the same for every runner: bounded submission, results in shard
-order or as completed, retries (``RetryPolicy`` on a raise, a crash budget on
-a dead worker), failure aggregation, ``allow_failures``, cancel, and the
-counts that progress shows. A runner only submits, waits, fetches and cancels.
+under the Ray executors (``executors/ray/shards.py``). The semantics are the
+same for every runner and live in ``shards/stream.py``: bounded submission,
+results in shard order or as completed, retries (``RetryPolicy`` on a raise, a
+crash budget on a dead worker), failure aggregation, ``allow_failures``,
+cancel, and the counts that progress shows. A runner only submits, waits,
+fetches and cancels. This module is the public surface and the in-process runner.
 
 Memory stays flat in the number of shards: shards are read lazily, at most
 ``max_in_flight`` are submitted at once, finished shards leave no trace but
