@@ -233,3 +233,36 @@ def test_materialize_dataset_refuses_what_is_not_a_dataset():
 
     with pytest.raises(ConfigurationError, match="needs a ray.data.Dataset, got list"):
         materialize_dataset(RuntimeContext(), [1, 2])
+
+
+class _CrashOnce:
+    """A pool class whose worker exits hard on shard 2's first attempt."""
+
+    def __call__(self, x: int, ctx) -> int:
+        if x == 2 and ctx.attempt == 1:
+            import os
+
+            os._exit(1)
+        return 10 * x
+
+
+def test_a_pool_actor_that_dies_is_replaced_and_its_shard_retried():
+    stream = iter_shards(_ray_ctx(), _CrashOnce, range(6), max_in_flight=2)
+    assert [item.value for item in stream] == [0, 10, 20, 30, 40, 50]
+    assert stream.counts["retried"] == 1 and stream.counts["failed"] == 0
+
+
+def test_a_pool_class_whose_init_raises_fails_each_shard_with_that_error():
+    with pytest.raises(ShardsFailedError) as info:
+        map_shards(_ray_ctx(), _BadInit, range(3), max_in_flight=1)
+    failures = info.value.failures
+    assert [f.error_type for f in failures] == ["RuntimeError"]  # the first failure ends it
+    assert "_BadInit.__init__ raised on a worker: RuntimeError: model file missing" in failures[0].message
+
+
+class _BadInit:
+    def __init__(self) -> None:
+        raise RuntimeError("model file missing")
+
+    def __call__(self, x: int) -> int:
+        return x

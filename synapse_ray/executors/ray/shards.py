@@ -115,7 +115,9 @@ class RayShardSession:
         out: list[ShardDone] = []
         for ref in ready:
             if self._actor_mode and ref in self._starting:
-                self._started(ref)
+                failed = self._started(ref)
+                if failed is not None:
+                    out.append(failed)
                 continue
             task, value, actor = self._running.pop(ref)
             try:
@@ -135,18 +137,31 @@ class RayShardSession:
             self._dispatch()
         return out
 
-    def _started(self, ref: Any) -> None:
+    def _started(self, ref: Any) -> ShardDone | None:
+        """A pool actor is up, or failed to start: then one queued shard gets its error.
+
+        Failing one shard per failed start (instead of starting another actor for the
+        same queue) bounds the attempts: a class whose ``__init__`` always raises fails
+        its shards per their ``RetryPolicy``, it does not loop.
+        """
         import ray
+        from ray.exceptions import RayActorError
 
         actor = self._starting.pop(ref)
         try:
-            with map_ray_errors(f"{self.job.what}: building {self.job.fn.__name__}() on a worker"):
+            with map_ray_errors(f"{self.job.what}: starting a pool actor"):
                 ray.get(ref)
-        except Exception as exc:  # noqa: BLE001 - __init__ raised or the actor died: shards get the error
-            self._init_error = exc
+        except Exception as exc:  # noqa: BLE001 - __init__ raised or the actor died
             self._drop(actor)
-            return
+            cause = exc.__cause__
+            init_failed = isinstance(cause, RayActorError) and cause.actor_init_failed
+            error = _init_error(self.job, cause) if init_failed else exc
+            self._init_error = error
+            if self._queue:
+                return ShardDone(self._queue.popleft(), error=error, crashed=not init_failed)
+            return None
         self._idle.append(actor)
+        return None
 
     def _unplaceable(self, timeout: float) -> list[ShardDone]:
         """Actor mode, nothing running or starting: every pool actor failed to start."""
@@ -207,6 +222,15 @@ class RayShardSession:
         actors, self._actors, self._idle, self._starting = self._actors, [], [], {}
         for actor in actors:
             _quietly(ray.kill, actor, no_restart=True)
+
+
+def _init_error(job: ShardJob, ray_error: BaseException) -> RuntimeError:
+    """The user's ``__init__`` raised on a worker: say so with its last line, Ray's error chained."""
+    lines = [line.strip() for line in str(ray_error).splitlines() if line.strip()]
+    name = getattr(job.fn, "__qualname__", repr(job.fn))
+    err = RuntimeError(f"{name}.__init__ raised on a worker: {lines[-1] if lines else ray_error}")
+    err.__cause__ = ray_error
+    return err
 
 
 def _quietly(call: Any, *args: Any, **kwargs: Any) -> None:
