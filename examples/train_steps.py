@@ -1,6 +1,10 @@
-"""A step-based train action: load dataset -> train -> upload model.
+"""A step-based train action: load dataset -> preprocess -> train -> upload model.
 
 Each step has its own progress weight (and, on Ray, may get its own resources).
+The preprocess step fans out over shards of the training set with
+``ctx.map_shards``: each shard is standardized and augmented (a noisy copy of
+every image) in its own Ray task, or in-process under
+``LocalExecutor``; the shards' results come back through Ray's object store.
 If a later step fails, earlier steps roll back (the train step deletes its
 checkpoint). The checkpoint goes from train to upload as an artifact
 (``ctx.artifact_dir("checkpoint")``): on Ray the upload step may run on
@@ -11,8 +15,10 @@ another node, and finds the same files there. Run it (after registering the data
 
 from __future__ import annotations
 
+import functools
 import pickle
 import shutil
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +48,8 @@ class DigitsStepParams(BaseModel):
     test_size: float = Field(0.25, gt=0, lt=1)
     seed: int = 0
     model_name: str = "digits-sgd-steps"
+    shards: int = Field(8, ge=1, le=1_000)
+    augment: bool = True
 
 
 class LoadDatasetStep(BaseStep[TrainContext]):
@@ -65,6 +73,47 @@ class LoadDatasetStep(BaseStep[TrainContext]):
         ctx.dataset = {"x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test}
         ctx.set_progress(2, 2, CATS.DATASET)
         return StepResult(data={"collection": collection["name"], "rows": int(len(y))})
+
+
+def prepare_shard(
+    stats: tuple[np.ndarray, np.ndarray],
+    augment: bool,
+    seed: int,
+    shard: tuple[np.ndarray, np.ndarray],
+    ctx: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One shard of the training set, standardized; with ``augment`` also a noisy copy of
+    each image (seeded by the shard's index, so a retried shard gives the same rows)."""
+    x, y = shard
+    mean, std = stats
+    if augment:
+        noise = np.random.default_rng(seed + ctx.index).normal(0.0, 0.05, size=x.shape).astype(x.dtype)
+        x, y = np.concatenate([x, np.clip(x + noise, 0.0, 1.0)]), np.concatenate([y, y])
+    ctx.set_progress(1, 2)
+    return (x - mean) / std, y
+
+
+class PreprocessStep(BaseStep[TrainContext]):
+    name = "preprocess"
+    progress_weight = 1.0
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        p: DigitsStepParams = ctx.params
+        d = ctx.dataset
+        stats = (d["x_train"].mean(axis=0), d["x_train"].std(axis=0) + 1e-6)
+        shards = list(
+            zip(np.array_split(d["x_train"], p.shards), np.array_split(d["y_train"], p.shards), strict=True)
+        )
+        fn = functools.partial(prepare_shard, stats, p.augment, p.seed)
+        parts = ctx.map_shards(fn, shards, category="preprocess", retry=RetryPolicy(max_attempts=2))
+        x_test = (d["x_test"] - stats[0]) / stats[1]
+        ctx.dataset = {
+            "x_train": np.concatenate([x for x, _ in parts]),
+            "y_train": np.concatenate([y for _, y in parts]),
+            "x_test": x_test,
+            "y_test": d["y_test"],
+        }
+        return StepResult(data={"shards": len(parts), "rows": int(len(ctx.dataset["y_train"]))})
 
 
 class TrainStep(BaseStep[TrainContext]):
@@ -124,5 +173,6 @@ class DigitsStepTrainAction(BaseTrainAction[DigitsStepParams]):
 
     def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
         registry.register(LoadDatasetStep())
+        registry.register(PreprocessStep())
         registry.register(TrainStep())
         registry.register(UploadModelStep())

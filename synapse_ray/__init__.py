@@ -28,6 +28,9 @@ if TYPE_CHECKING:
         RayTimeoutError,
         RemoteTraceback,
         RunCancelledError,
+        ShardFailure,
+        ShardsFailedError,
+        ShardSourceError,
         StepError,
         StepResultError,
         SynapseRayError,
@@ -39,13 +42,15 @@ if TYPE_CHECKING:
     from synapse_ray.executors.base import Executor
     from synapse_ray.executors.handle import RunHandle
     from synapse_ray.executors.local import LocalExecutor
+    from synapse_ray.executors.ray.data import materialize_dataset
     from synapse_ray.executors.ray.executor import RayExecutor, RayRunHandle
     from synapse_ray.executors.ray.jobs import RayJobExecutor, RayJobHandle
     from synapse_ray.executors.ray.values import StoredValue
     from synapse_ray.localbackend import LocalBackendServer
+    from synapse_ray.parallel import ShardContext, ShardResult, iter_shards, map_shards
     from synapse_ray.runtime.context import RuntimeContext
     from synapse_ray.runtime.plugin_env import PluginEnvironment
-    from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, StepProgress
+    from synapse_ray.runtime.progress import CategoryProgress, ProgressSnapshot, ShardCounts, StepProgress
     from synapse_ray.runtime.status import RunStatus, StepStatus
     from synapse_ray.steps.context import BaseStepContext, TrainContext
     from synapse_ray.steps.orchestrator import Orchestrator
@@ -115,6 +120,15 @@ _EXPORTS = {
     "LoggingStep": "synapse_ray.steps.wrappers",
     "TimingStep": "synapse_ray.steps.wrappers",
     "ValidationStep": "synapse_ray.steps.wrappers",
+    "map_shards": "synapse_ray.parallel",
+    "materialize_dataset": "synapse_ray.executors.ray.data",
+    "iter_shards": "synapse_ray.parallel",
+    "ShardContext": "synapse_ray.parallel",
+    "ShardResult": "synapse_ray.parallel",
+    "ShardCounts": "synapse_ray.runtime.progress",
+    "ShardFailure": "synapse_ray.errors",
+    "ShardsFailedError": "synapse_ray.errors",
+    "ShardSourceError": "synapse_ray.errors",
 }
 
 
@@ -179,6 +193,15 @@ __all__ = [
     "TrainContext",
     "TrainProgressCategories",
     "load_action",
+    "map_shards",
+    "materialize_dataset",
+    "iter_shards",
+    "ShardContext",
+    "ShardResult",
+    "ShardCounts",
+    "ShardFailure",
+    "ShardsFailedError",
+    "ShardSourceError",
     "__version__",
     "BaseTrainParams",
     "ExecutionError",

@@ -181,3 +181,50 @@ class NoBackendError(SynapseRayError, RuntimeError):
 
 PluginError = SynapseRayError
 """Upstream's base error name: an alias of ours, so ``except PluginError`` works."""
+
+
+class ShardFailure:
+    """One shard that failed for good: its index, the exception type and message, and
+    the original exception (``None`` when it could not cross a process boundary)."""
+
+    def __init__(
+        self, index: int, error_type: str, message: str, exception: BaseException | None = None
+    ) -> None:
+        self.index = index
+        self.error_type = error_type
+        self.message = message
+        self.exception = exception
+
+    @classmethod
+    def from_exception(cls, index: int, exc: BaseException) -> ShardFailure:
+        return cls(index, type(exc).__name__, str(exc), exc)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exc = self.exception
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - the type and message still travel
+            exc = None
+        return (ShardFailure, (self.index, self.error_type, self.message, exc))
+
+    def __str__(self) -> str:
+        return (
+            f"shard {self.index}: {self.error_type}: {self.message}"
+            if self.message
+            else (f"shard {self.index}: {self.error_type}")
+        )
+
+    def __repr__(self) -> str:
+        return f"ShardFailure(index={self.index}, error_type={self.error_type!r}, message={self.message!r})"
+
+
+class ShardsFailedError(SynapseRayError):
+    """More shards of a ``map_shards`` failed than ``allow_failures`` tolerates.
+
+    ``failures`` lists every shard that failed (index, type, message, original
+    exception); the first original exception is also the ``__cause__``.
+    """
+
+
+class ShardSourceError(SynapseRayError):
+    """The iterable of shards handed to ``map_shards`` raised while being read."""

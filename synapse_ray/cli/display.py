@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from synapse_ray.runtime.progress import ProgressSnapshot
+from synapse_ray.runtime.progress import ProgressSnapshot, ShardCounts
 
 
 def describe(snap: ProgressSnapshot) -> str:
@@ -16,8 +16,21 @@ def describe(snap: ProgressSnapshot) -> str:
         attempt = f" attempt {step.attempt}" if step and step.attempt > 1 else ""
         parts.append(f"step={snap.current_step}{attempt}")
     for name, cat in snap.categories.items():
-        parts.append(f"{name}={cat.current:g}/{cat.total:g}")
+        if name not in snap.shards:
+            parts.append(f"{name}={cat.current:g}/{cat.total:g}")
+    parts.extend(f"{name}: {shard_counts(counts)}" for name, counts in snap.shards.items())
     return " ".join(parts)
+
+
+def shard_counts(counts: ShardCounts) -> str:
+    """A ``map_shards`` fan-out in a few words: done of total, then only what is not zero."""
+    total = counts.total if counts.total is not None else "?"
+    words = [f"shards {counts.done}/{total}"]
+    for key in ("running", "failed", "retried", "cancelled"):
+        value = getattr(counts, key)
+        if value:
+            words.append(f"{key} {value}")
+    return ", ".join(words)
 
 
 def follow(handle: Any, stream: TextIO | None = None, quiet: bool = False) -> ProgressSnapshot:
@@ -75,6 +88,8 @@ def _follow_rich(handle: Any, stream: TextIO) -> ProgressSnapshot:
                 if name not in rows:
                     rows[name] = bar.add_task(f"  {name}", total=100, info="")
                 info = step.status.value + (f" (attempt {step.attempt})" if step.attempt > 1 else "")
+                fanouts = [shard_counts(c) for c in snap.shards.values() if c.step == name]
+                info += "".join(f" | {f}" for f in fanouts)
                 bar.update(rows[name], completed=step.percent, info=info)
             if snap.status.is_terminal:
                 return snap

@@ -52,6 +52,7 @@ class RuntimeContext:
         work_dir: str | None = None,
         checkpoint: dict[str, Any] | None = None,
         strict_result: bool = False,
+        shard_runner: Any = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.job_id = job_id
@@ -66,6 +67,9 @@ class RuntimeContext:
         self.checkpoint = checkpoint
         # Fail (instead of warn) when a result does not match the action's result_model.
         self.strict_result = strict_result
+        # Where ``map_shards`` runs shards (see parallel.py): set by the executor, a value
+        # that travels to workers; None runs them in this process.
+        self.shard_runner = shard_runner
         self.step: str | None = None
         self.attempt = 1
         # Driver-only: where the orchestrator runs steps. Never pickled.
@@ -200,6 +204,7 @@ class RuntimeContext:
             "work_dir": self._work_dir,
             "checkpoint": self.checkpoint,
             "strict_result": self.strict_result,
+            "shard_runner": self.shard_runner,
             "step": self.step,
             "attempt": self.attempt,
         }

@@ -27,6 +27,7 @@ METRIC = "metric"
 LOG = "log"
 PLAN = "plan"
 WARN = "warn"
+SHARD = "shard"  # map_shards: a mapper's counts, or one running shard's own progress
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,6 +146,26 @@ class CategoryProgress(BaseModel):
         return 100.0 * self.current / self.total if self.total > 0 else 0.0
 
 
+class ShardCounts(BaseModel):
+    """Where a ``map_shards`` fan-out stands, under its progress category.
+
+    ``total`` is ``None`` while the shards come from an iterable of unknown
+    length that is not exhausted yet.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str | None = None
+    total: int | None = None
+    submitted: int = 0
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    percent: float = 0.0
+
+
 class ProgressSnapshot(BaseModel):
     """A point-in-time copy of a run's progress; safe to keep, print or send."""
 
@@ -156,6 +177,7 @@ class ProgressSnapshot(BaseModel):
     current_step: str | None = None
     steps: dict[str, StepProgress] = Field(default_factory=dict)
     categories: dict[str, CategoryProgress] = Field(default_factory=dict)
+    shards: dict[str, ShardCounts] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     workers: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)

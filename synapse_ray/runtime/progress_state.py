@@ -17,15 +17,18 @@ from synapse_ray.runtime.progress import (
     PLAN,
     PROGRESS,
     RUN,
+    SHARD,
     STEP,
     WARN,
     CategoryProgress,
     ProgressEvent,
     ProgressPlan,
     ProgressSnapshot,
+    ShardCounts,
     StepProgress,
 )
 from synapse_ray.runtime.run_log import tail_view
+from synapse_ray.runtime.shard_progress import ShardTally
 from synapse_ray.runtime.status import RunStatus, StepStatus
 
 MAX_TAIL = 50
@@ -55,6 +58,7 @@ class ProgressState:
         self.run_attempt = 1
         self.updated_at = time.time()
         self._steps: dict[str, _StepState] = {}
+        self._shards: dict[str, ShardTally] = {}  # map_shards fan-outs, by progress category
         self._set_plan(self.plan)
         self._categories: dict[str, tuple[float, float]] = {}
         self._category_ts: dict[str, float] = {}
@@ -71,7 +75,7 @@ class ProgressState:
             return self.version
         for ev in events:
             kind = ev.kind
-            if kind in (PROGRESS, STEP, PLAN):
+            if kind in (PROGRESS, STEP, PLAN, SHARD):
                 if self.status.is_terminal or ev.run_attempt < self.run_attempt:
                     continue  # a straggler from a worker after the run (or its attempt) ended
                 if ev.run_attempt > self.run_attempt:
@@ -80,6 +84,8 @@ class ProgressState:
                 self._on_progress(ev)
             elif kind == STEP:
                 self._on_step(ev)
+            elif kind == SHARD:
+                self._on_shard(ev)
             elif kind == RUN:
                 self._on_run(ev)
             elif kind == METRIC:
@@ -103,6 +109,7 @@ class ProgressState:
         """The whole run is tried again (its worker died): every step starts over."""
         self.run_attempt = run_attempt
         self._set_plan(self.plan)
+        self._shards.clear()
         self._warn(f"run attempt {run_attempt}: the previous attempt's worker died; starting over")
 
     def _set_plan(self, plan: ProgressPlan) -> None:
@@ -127,6 +134,31 @@ class ProgressState:
             self._restart(st, ev.attempt)
         st.seen.add(cat)
         if st.category_weights is None and total > 0:
+            st.fraction = max(st.fraction, min(1.0, current / total))
+
+    def _on_shard(self, ev: ProgressEvent) -> None:
+        """A fan-out's counts or one shard's fraction; the category holds the weighted sum."""
+        data = ev.data or {}
+        cat = ev.category or "shards"
+        st = self._steps.get(ev.step) if ev.step else None
+        if st is not None and ev.attempt < st.attempt:
+            return  # from an older attempt of the step
+        tally = self._shards.get(cat)
+        if tally is None or tally.map_id != data.get("map"):
+            if tally is not None and "counts" not in data and not tally.closed:
+                return  # a straggler of an earlier fan-out while this one runs
+            tally = self._shards[cat] = ShardTally(data.get("map"), ev.step, ev.attempt)
+        tally.apply(data)
+        current, total = tally.value()
+        if total <= 0:
+            return
+        self._categories[cat] = (current, total)
+        if st is None:
+            return
+        if ev.attempt > st.attempt:
+            self._restart(st, ev.attempt)
+        st.seen.add(cat)
+        if st.category_weights is None:
             st.fraction = max(st.fraction, min(1.0, current / total))
 
     def _on_step(self, ev: ProgressEvent) -> None:
@@ -230,6 +262,10 @@ class ProgressState:
             categories={
                 c: CategoryProgress(current=cur, total=tot) for c, (cur, tot) in self._categories.items()
             },
+            shards={
+                c: ShardCounts(step=t.step, total=t.total, percent=t.percent(), **t.counts)
+                for c, t in self._shards.items()
+            },
             metrics=dict(self._metrics),
             workers=dict(self._workers),
             warnings=list(self.warnings),
@@ -252,6 +288,10 @@ class ProgressState:
         for cat, (cur, tot) in self._categories.items():
             ts = self._category_ts.get(cat, 0.0)
             events.append(ProgressEvent(PROGRESS, None, 1, cat, cur, tot, ts=ts, run_attempt=ra))
+        events.extend(
+            ProgressEvent(SHARD, t.step, t.attempt, cat, data=t.counts_data(), run_attempt=ra)
+            for cat, t in self._shards.items()
+        )
         if self._metrics:
             events.append(ProgressEvent(METRIC, data=dict(self._metrics), run_attempt=ra))
         events.extend(ProgressEvent(WARN, data={"message": w}, run_attempt=ra) for w in self.warnings)

@@ -22,6 +22,7 @@ from synapse_ray.runtime.progress import (
     PLAN,
     PROGRESS,
     RUN,
+    SHARD,
     STEP,
     WARN,
     ProgressEvent,
@@ -93,6 +94,7 @@ class ProgressReporter:
         self._send_lock = threading.Lock()
         self._pending: dict[str, tuple[float, float]] = {}
         self._metrics: dict[str, Any] = {}
+        self._shards: dict[str, dict[str, Any]] = {}  # map_shards news, latest per category
         self._outbox: list[ProgressEvent] = []
         self._warned: set[tuple[str, str]] = set()
         self._dirty = False  # something waits for the sender; set under _lock
@@ -163,6 +165,14 @@ class ProgressReporter:
         if wake:
             _SENDER.mark(self)
 
+    def shard_event(self, category: str, data: dict[str, Any]) -> None:
+        """``map_shards`` news (a fan-out's counts, or one shard's fraction); latest per category wins."""
+        with self._lock:
+            self._shards[category] = data
+            wake, self._dirty = not self._dirty, True
+        if wake:
+            _SENDER.mark(self)
+
     def log_entry(self, entry: dict[str, Any]) -> None:
         self._queue(self._event(LOG, step=self.step, attempt=self.attempt, data=entry))
 
@@ -211,6 +221,13 @@ class ProgressReporter:
                 for cat, (cur, tot) in self._pending.items()
             )
             self._pending = {}
+        if self._shards:
+            step, attempt = self.step, self.attempt
+            self._outbox.extend(
+                self._event(SHARD, step=step, attempt=attempt, category=cat, data=data)
+                for cat, data in self._shards.items()
+            )
+            self._shards = {}
         if self._metrics:
             self._outbox.append(self._event(METRIC, step=self.step, attempt=self.attempt, data=self._metrics))
             self._metrics = {}

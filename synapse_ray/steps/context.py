@@ -54,6 +54,18 @@ class BaseStepContext(StepContextAPI):
     def logger(self) -> Any:
         return self.runtime_ctx.logger
 
+    def map_shards(self, fn: Any, shards: Any, **options: Any) -> Any:
+        """Run ``fn`` on every shard, scaled out by the executor; see ``synapse_ray.parallel``."""
+        from synapse_ray.parallel import map_shards
+
+        return map_shards(self, fn, shards, **options)
+
+    def iter_shards(self, fn: Any, shards: Any, **options: Any) -> Any:
+        """The streaming form of ``map_shards``: ``ShardResult(index, value)`` as results are ready."""
+        from synapse_ray.parallel import iter_shards
+
+        return iter_shards(self, fn, shards, **options)
+
     @property
     def client(self) -> Any:
         return self.runtime_ctx.client

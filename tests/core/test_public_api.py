@@ -28,6 +28,7 @@ DOCUMENTED = {
     "RunStatus",
     "ProgressSnapshot",
     "RetryPolicy",
+    "map_shards",
 }
 
 

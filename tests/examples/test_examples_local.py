@@ -33,15 +33,17 @@ def test_step_example_reports_every_category_and_uploads(digits_backend, tmp_pat
     server, dataset_id = digits_backend
     handle = LocalExecutor(backend=server.spec).submit(STEPS, {"dataset_id": dataset_id, "epochs": 5})
     result = handle.result(timeout=120)
-    assert result["success"] and result["steps_executed"] == 3
+    assert result["success"] and result["steps_executed"] == 4
     snap = handle.progress()
     assert snap.overall == 100.0
     assert {c: (p.current, p.total) for c, p in snap.categories.items()} == {
         "dataset": (2, 2),
+        "preprocess": (8, 8),
         "train": (5, 5),
         "model_upload": (1, 1),
     }
-    assert list(snap.steps) == ["load_dataset", "train", "upload_model"]
+    assert list(snap.steps) == ["load_dataset", "preprocess", "train", "upload_model"]
+    assert snap.shards["preprocess"].done == 8 and snap.shards["preprocess"].step == "preprocess"
     with BackendClient(server.spec) as client:
         path = client.download_model(result["model_id"], tmp_path)
     assert path.name == "checkpoint.zip" and path.stat().st_size > 0

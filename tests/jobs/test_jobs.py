@@ -45,10 +45,15 @@ def test_steps_example_succeeds_with_progress_model_and_no_secret_anywhere(digit
         if snap.status.is_terminal:
             break
     result = handle.result(timeout=60)
-    assert result["success"] and result["steps_executed"] == 3
+    assert result["success"] and result["steps_executed"] == 4  # load, preprocess, train, upload
     assert handle.status() is RunStatus.SUCCEEDED
     final = handle.progress()
-    assert final.overall == 100.0 and set(final.steps) == {"load_dataset", "train", "upload_model"}
+    assert final.overall == 100.0 and set(final.steps) == {
+        "load_dataset",
+        "preprocess",
+        "train",
+        "upload_model",
+    }
     assert any(status is RunStatus.RUNNING for status, _ in seen)  # followed while it ran
     models = get_client(spec).list_models()
     assert any(m["name"] == "digits-sgd-steps" for m in models)

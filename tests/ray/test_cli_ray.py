@@ -38,7 +38,7 @@ def test_cli_runs_on_ray_with_progress(digits_backend, mode):
     )
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["success"] and out["steps_executed"] == 3
+    assert out["success"] and out["steps_executed"] == 4  # load, preprocess, train, upload
     assert "100.0% SUCCEEDED" in res.stderr
     assert server.token not in res.stdout + res.stderr
 

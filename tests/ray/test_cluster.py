@@ -9,6 +9,7 @@ import pytest
 
 from synapse_ray import RunStatus, StepStatus
 from synapse_ray.executors.ray.executor import RayExecutor
+from tests import shard_actions
 from tests.ray.actions import StepRayAction, read_notes
 from tests.ray.conftest import alive_actors, wait_until
 
@@ -38,6 +39,19 @@ def test_step_pinned_by_resources_runs_on_that_node(cluster, tmp_path):
     assert result["success"]
     train = [n for n in read_notes(log) if n["step"] == "train"]
     assert [n["node"] for n in train] == [nodes["b"].node_id]
+
+
+def test_shards_land_on_both_worker_nodes(cluster, tmp_path):
+    """Runs before the test that removes a node (file order)."""
+    c, nodes = cluster
+    log = str(tmp_path / "shards")
+    handle = RayExecutor().submit(shard_actions.ShardAction, {"n": 24, "sleep_s": 1.5, "log": log})
+    out = handle.result(timeout=180)
+    assert [r["x"] for r in out["results"]] == list(range(24))
+    ran_on = {n["node"] for n in shard_actions.read_notes(log) if n["event"] == "end"}
+    assert {nodes["a"].node_id, nodes["b"].node_id} <= ran_on
+    counts = handle.progress().shards["shards"]
+    assert (counts.done, counts.failed, counts.percent) == (24, 0, 100.0)
 
 
 def test_removing_the_node_mid_step_reruns_the_step_elsewhere(cluster, tmp_path):

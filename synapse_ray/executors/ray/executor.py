@@ -22,6 +22,7 @@ from synapse_ray.executors.ray.errors import map_ray_errors
 from synapse_ray.executors.ray.placement import RayActorPlacement
 from synapse_ray.executors.ray.remote import remote_run_action, use_ray_pickler
 from synapse_ray.executors.ray.resources import ResourceView
+from synapse_ray.executors.ray.shards import RayShardRunner
 from synapse_ray.executors.ray.shipping import ship_code
 from synapse_ray.executors.ray.source import AggregatorSource
 from synapse_ray.executors.ray.transport import AggregatorCancelSource, AggregatorRef, RaySink
@@ -132,6 +133,7 @@ class RayExecutor(Executor):
             cancel=CancelToken(AggregatorCancelSource(agg_ref, run_id), local=True),
             action_name=cls.action_name,
             strict_result=self.strict_result,
+            shard_runner=RayShardRunner(crash_retries=self.max_retries),
         )
         source = AggregatorSource(
             agg_ref, run_id, sink, backend, job_id, cancelled=lambda: runtime.cancel_token.cancelled

@@ -1,0 +1,218 @@
+"""map_shards against serial, raw Ray tasks and Ray Data, on the same work, in one run.
+
+    .venv/bin/python bench/shards.py [--rounds 2] [--shards 64] [--work-ms 200]
+
+Arms (interleaved per round, medians reported):
+
+1. serial: every shard in this process, one after another (once).
+2. raw: ``ray.get([f.remote(s) for s in shards])``.
+3. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
+4. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
+   (what users run: the mapper is itself a Ray task, shards are its children).
+5. Ray Data: ``ray.data.range(n).map(f)`` (only when ``ray.data`` imports: it needs pyarrow).
+
+Then driver memory: a fresh process maps 1,000 and another 20,000 tiny shards
+(``iter_shards`` over a generator) against the same cluster; peak RSS of each.
+
+Goals: parallel efficiency serial / (ours x CPUs) >= 0.85; ours / raw <= 1.05;
+peak RSS at 20,000 within 10 % of 1,000. Efficiency is printed against the serial
+run's wall time (the definition) and its CPU time (what the work costs on an idle
+core: on a shared machine the wall time of one serial run swings with the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from pydantic import BaseModel  # noqa: E402
+
+from synapse_ray import BaseTrainAction, RayExecutor, RuntimeContext, iter_shards, map_shards  # noqa: E402
+from synapse_ray.executors.ray.shards import RayShardRunner  # noqa: E402
+
+LOOPS_PER_MS = 0  # calibrated at start
+
+
+def burn(loops: int) -> int:
+    """About ``work_ms`` of pure-Python CPU (the GIL is held: one core per shard)."""
+    acc = 0
+    for i in range(loops):
+        acc += i * i % 7
+    return acc
+
+
+def tiny(x: int) -> int:
+    return x
+
+
+def calibrate(work_ms: float) -> int:
+    loops = 200_000
+    while True:  # CPU time, not wall: other processes on the machine must not skew it
+        started = time.process_time()
+        burn(loops)
+        took = (time.process_time() - started) * 1000
+        if took > 50:
+            return int(loops * work_ms / took)
+        loops *= 2
+
+
+class BenchParams(BaseModel):
+    shards: int
+    loops: int
+
+
+class ShardsInAStep(BaseTrainAction[BenchParams]):
+    action_name = "bench_shards"
+
+    def execute(self) -> int:
+        p = self.params
+        return len(map_shards(self, burn, [p.loops] * p.shards))
+
+
+def timed(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def rss_child(n: int, address: str) -> None:
+    """Map ``n`` tiny shards against ``address``; print peak RSS (MiB) as JSON."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+    rt = RuntimeContext(shard_runner=RayShardRunner())
+    warm = sum(1 for _ in iter_shards(rt, tiny, range(200)))  # workers, imports, the remote function
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    count = sum(1 for _ in iter_shards(rt, tiny, (x for x in range(n))))
+    took = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "count": count, "warm": warm, "base_mib": base, "peak_mib": peak, "s": took}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=64)
+    parser.add_argument("--work-ms", type=float, default=200.0)
+    parser.add_argument("--rss", type=int, nargs=2, default=[1_000, 20_000])
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.address)
+        return
+
+    import ray
+
+    loops = calibrate(args.work_ms)
+    n = args.shards
+    ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    cpus = int(ray.cluster_resources()["CPU"])
+    print(
+        f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
+        f"ray CPUs {cpus}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    remote_burn = ray.remote(burn)
+    rt = RuntimeContext(shard_runner=RayShardRunner())
+    executor = RayExecutor(mode="task")
+    try:
+        import ray.data as rd
+
+        rd.DataContext.get_current().enable_progress_bars = False
+    except ImportError as exc:  # pyarrow missing
+        rd = None
+        print(f"Ray Data arm skipped: {exc}")
+
+    shards = [loops] * n
+    arms: dict[str, Any] = {
+        "raw": lambda: ray.get([remote_burn.remote(s) for s in shards]),
+        "ours_driver": lambda: map_shards(rt, burn, shards),
+        "ours_step": lambda: executor.execute(ShardsInAStep, {"shards": n, "loops": loops}),
+    }
+    if rd is not None:
+        arms["ray_data"] = lambda: (
+            rd.from_items(shards, override_num_blocks=n)
+            .map(lambda row: {"item": burn(row["item"])})
+            .take_all()
+        )
+    # warm up, small: worker processes, function exports, the aggregator, Ray Data's executor
+    few = [1000] * cpus
+    ray.get([remote_burn.remote(s) for s in few])
+    map_shards(rt, burn, few)
+    executor.execute(ShardsInAStep, {"shards": cpus, "loops": 1000})
+    if rd is not None:
+        rd.from_items(few).map(lambda row: {"item": burn(row["item"])}).take_all()
+
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for r in range(args.rounds):
+        for name, arm in arms.items():
+            times[name].append(timed(arm))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+    cpu_started = time.process_time()
+    serial = timed(lambda: [burn(s) for s in shards])
+    serial_cpu = time.process_time() - cpu_started
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per_shard = serial / n * 1000
+    print(
+        f"\n{n} shards x {per_shard:.0f} ms on {cpus} CPUs; serial {serial:.2f} s (CPU {serial_cpu:.2f} s); "
+        f"medians of {args.rounds}:"
+    )
+    for k, v in med.items():
+        print(f"  {k:12s} {v:.2f} s  [{min(times[k]):.2f}..{max(times[k]):.2f}]")
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    for label, base in (("serial wall time", serial), ("serial CPU time", serial_cpu)):
+        eff = {k: base / (med[k] * cpus) for k in ("ours_step", "ours_driver", "raw")}
+        print(
+            f"1. parallel efficiency, {label} / (ours x CPUs): in a step {eff['ours_step']:.3f}, from the "
+            f"driver {eff['ours_driver']:.3f} (raw Ray: {eff['raw']:.3f}) (goal >= 0.85) "
+            f"{verdict(eff['ours_step'] >= 0.85)}"
+        )
+    ratio = med["ours_step"] / med["raw"]
+    ratio_driver = med["ours_driver"] / med["raw"]
+    print(
+        f"2. ours / raw ray.get([f.remote(s) ...]): in a step {ratio:.3f}x, from the driver "
+        f"{ratio_driver:.3f}x (goal <= 1.05x) {verdict(ratio <= 1.05)}"
+    )
+    if rd is not None:
+        print(f"3. ours (in a step) / Ray Data map: {med['ours_step'] / med['ray_data']:.3f}x (report only)")
+    else:
+        print("3. Ray Data: not measured (ray.data needs pyarrow: pip install 'synapse-ray[data]')")
+
+    address = ctx.address_info["address"]
+    rss = {}
+    for count in args.rss:
+        out = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(count), "--address", address],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rss[count] = json.loads(out.strip().splitlines()[-1])
+    small, big = (rss[c] for c in args.rss)
+    growth = big["peak_mib"] / small["peak_mib"] - 1
+    print(
+        f"4. driver peak RSS: {args.rss[0]:,} shards {small['peak_mib']:.1f} MiB ({small['s']:.1f} s), "
+        f"{args.rss[1]:,} shards {big['peak_mib']:.1f} MiB ({big['s']:.1f} s): {100 * growth:+.1f} % "
+        f"(after warm-up {small['base_mib']:.1f} / {big['base_mib']:.1f} MiB) (goal within 10 %) "
+        f"{verdict(abs(growth) <= 0.10)}"
+    )
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

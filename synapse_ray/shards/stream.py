@@ -1,0 +1,326 @@
+"""The mapper: one ``map_shards`` fan-out, the same semantics on every runner.
+
+Bounded submission, results in shard order or as completed, retries
+(``RetryPolicy`` on a raise, the runner's crash budget on a dead worker),
+failure aggregation, ``allow_failures``, cancel, and the counts progress
+shows. A runner (``ShardSession``) only submits, waits, fetches and cancels.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from synapse_ray.errors import (
+    ConfigurationError,
+    RunCancelledError,
+    ShardFailure,
+    ShardsFailedError,
+    ShardSourceError,
+)
+from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.shards.model import (
+    ShardBase,
+    ShardDone,
+    ShardJob,
+    ShardOptions,
+    ShardResult,
+    ShardRunner,
+    ShardTask,
+)
+from synapse_ray.steps.retry import NO_RETRY, RetryPolicy
+
+DEFAULT_CATEGORY = "shards"
+WAIT_SLICE = 0.25  # how often a waiting mapper looks at the cancel flag
+LISTED_FAILURES = 20  # failures named in an error message (all are kept in ``failures``)
+
+
+class ShardStream(Iterator[ShardResult]):
+    """One fan-out: every bad input is refused here, before any worker is asked for."""
+
+    def __init__(
+        self,
+        runtime: RuntimeContext,
+        runner: ShardRunner,
+        fn: Callable[..., Any] | type,
+        shards: Iterable[Any],
+        *,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        resources: dict[str, float] | None = None,
+        max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        ordered: bool = True,
+        allow_failures: int = 0,
+        category: str | None = None,
+    ) -> None:
+        wants_ctx = _check_fn(fn)
+        self._items = _check_shards(shards)
+        self.total: int | None = len(shards) if hasattr(shards, "__len__") else None  # type: ignore[arg-type]
+        options = _check_options(num_cpus, num_gpus, resources)
+        _check_policy(max_in_flight, retry, allow_failures, category)
+        self.runtime = runtime
+        self.retry = retry or NO_RETRY
+        self.ordered = bool(ordered)
+        self.allow_failures = allow_failures
+        self.category = category or DEFAULT_CATEGORY
+        step = runtime.progress.step
+        self.what = f"map_shards({_name(fn)})" + (f" in step '{step}'" if step else "")
+        base = ShardBase(
+            map_id=uuid.uuid4().hex[:10],
+            category=self.category,
+            step=step,
+            attempt=runtime.progress.attempt,
+            run_attempt=runtime.progress.run_attempt,
+            sink=runtime.progress.sink,
+            cancel=runtime.cancel_token,
+            env=dict(runtime.env),
+            wants_ctx=wants_ctx,
+        )
+        self._session = runner.open(ShardJob(fn, base, options, self.what))  # pickling, resources
+        self.map_id = base.map_id
+        self.max_in_flight = max_in_flight or max(1, int(self._session.capacity))
+        self.failures: list[ShardFailure] = []
+        self.counts = dict.fromkeys(("submitted", "done", "failed", "retried", "cancelled"), 0)
+        self._sent: tuple[Any, ...] = ()
+        self._gen: Iterator[ShardResult] | None = None
+
+    def __iter__(self) -> ShardStream:
+        return self
+
+    def __next__(self) -> ShardResult:
+        if self._gen is None:
+            self._gen = self._run()
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop early: running shards are cancelled, nothing more is submitted."""
+        if self._gen is not None:
+            self._gen.close()
+        else:
+            self._session.close()
+
+    # -- the loop ---------------------------------------------------------------------
+    def _run(self) -> Iterator[ShardResult]:
+        session, rt, counts = self._session, self.runtime, self.counts
+        limit = self.max_in_flight
+        in_flight: dict[int, ShardTask] = {}
+        delayed: list[tuple[float, int, ShardTask]] = []  # retries waiting for their delay
+        ready: dict[int, Any] = {}  # ordered mode: finished, waiting for an earlier shard
+        skipped: set[int] = set()  # ordered mode: failed indices not yet passed
+        next_out = 0
+        exhausted = doomed = False
+        try:
+            while True:
+                if rt.cancelled:
+                    self._cancelled(in_flight)
+                while not (exhausted or doomed) and len(in_flight) < limit and len(ready) < 2 * limit:
+                    try:
+                        shard = next(self._items)
+                    except StopIteration:
+                        exhausted = True
+                        self.total = counts["submitted"]
+                        break
+                    except Exception as exc:  # noqa: BLE001 - the caller's iterable broke
+                        raise ShardSourceError(
+                            f"{self.what}: the shards iterable raised {type(exc).__name__} after "
+                            f"{counts['submitted']} shards: {exc}",
+                            after=counts["submitted"],
+                        ) from exc
+                    task = ShardTask(counts["submitted"], shard)
+                    counts["submitted"] += 1
+                    in_flight[task.index] = task
+                    session.submit(task)
+                now = time.monotonic()
+                while delayed and delayed[0][0] <= now:
+                    session.submit(heapq.heappop(delayed)[2])
+                self._report(len(in_flight))
+                if not in_flight:
+                    break
+                timeout = WAIT_SLICE if not delayed else min(WAIT_SLICE, max(0.0, delayed[0][0] - now))
+                if len(delayed) == len(in_flight):  # only retries waiting for their delay
+                    rt.cancel_token.wait(timeout)
+                    continue
+                for done in session.wait(timeout):
+                    task = done.task
+                    if done.error is None:
+                        del in_flight[task.index]
+                        counts["done"] += 1
+                        if self.ordered:
+                            ready[task.index] = done.handle
+                        else:
+                            yield ShardResult(task.index, session.fetch(done.handle))
+                        continue
+                    delay = self._retry_delay(task, done, doomed)
+                    if delay is not None:
+                        counts["retried"] += 1
+                        task.attempt += 1
+                        if delay > 0:
+                            heapq.heappush(delayed, (time.monotonic() + delay, task.index, task))
+                        else:
+                            session.submit(task)
+                        continue
+                    del in_flight[task.index]
+                    counts["failed"] += 1
+                    self.failures.append(ShardFailure.from_exception(task.index, done.error))  # type: ignore[arg-type]
+                    if self.ordered:
+                        skipped.add(task.index)
+                    doomed = doomed or counts["failed"] > self.allow_failures
+                while self.ordered and (next_out in ready or next_out in skipped):
+                    if next_out in skipped:
+                        skipped.discard(next_out)
+                    else:
+                        yield ShardResult(next_out, session.fetch(ready.pop(next_out)))
+                    next_out += 1
+            self._report(0, closed=True)
+            self._raise_or_warn()
+        except BaseException:
+            if in_flight:
+                counts["cancelled"] += session.cancel()
+            self._report(0, closed=True)
+            raise
+        finally:
+            session.close()
+
+    def _retry_delay(self, task: ShardTask, done: ShardDone, doomed: bool) -> float | None:
+        """Seconds before the next attempt, or None when this failure is final."""
+        if doomed or self.runtime.cancelled or isinstance(done.error, RunCancelledError):
+            return None
+        if done.crashed:
+            if task.crashes < self._session.crash_retries:
+                task.crashes += 1
+                return 0.0
+            return None
+        tries = task.attempt - task.crashes  # attempts that ran the code to a raise
+        if done.error is not None and self.retry.should_retry(done.error, tries):
+            return self.retry.delay_for(tries)
+        return None
+
+    def _cancelled(self, in_flight: dict[int, ShardTask]) -> None:
+        running = self._session.cancel() if in_flight else 0
+        in_flight.clear()
+        self.counts["cancelled"] += running
+        c = self.counts
+        raise RunCancelledError(
+            f"{self.what} cancelled: {running} running shards cancelled, {c['done']} done, "
+            f"{c['submitted']} of {self.total if self.total is not None else '?'} submitted",
+            step=self.runtime.progress.step,
+        )
+
+    def _raise_or_warn(self) -> None:
+        failed = len(self.failures)
+        if not failed:
+            return
+        self.failures.sort(key=lambda f: f.index)
+        listed = "; ".join(str(f) for f in self.failures[:LISTED_FAILURES])
+        more = f"; and {failed - LISTED_FAILURES} more" if failed > LISTED_FAILURES else ""
+        total = self.total if self.total is not None else self.counts["submitted"]
+        if failed <= self.allow_failures:
+            self.runtime.logger.warning(
+                "shards_failed_tolerated", what=self.what, failed=failed, shards=listed
+            )
+            return
+        err = ShardsFailedError(
+            f"{self.what}: {failed} of {total} shards failed (allow_failures={self.allow_failures}): "
+            f"{listed}{more}",
+            failures=list(self.failures),
+        )
+        raise err from self.failures[0].exception
+
+    def _report(self, running: int, closed: bool = False) -> None:
+        """The fan-out's counts, to the step's reporter (coalesced: cheap to call often)."""
+        c = self.counts
+        key = (running, closed, self.total, *c.values())
+        if key == self._sent:
+            return
+        self._sent = key
+        data = {
+            "map": self.map_id,
+            "counts": {**c, "running": running, "total": self.total},
+            "closed": closed,
+        }
+        self.runtime.progress.shard_event(self.category, data)
+
+
+# -- checks ---------------------------------------------------------------------------
+def _name(fn: Any) -> str:
+    if isinstance(fn, functools.partial):
+        return _name(fn.func)
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _check_fn(fn: Any) -> bool:
+    """A callable taking the shard, or the shard and a ``ShardContext``; True for the latter."""
+    if not callable(fn):
+        raise ConfigurationError(f"map_shards fn must be callable (a function or a class), got {fn!r}")
+    if isinstance(fn, type) and not any("__call__" in vars(k) for k in fn.__mro__):
+        raise ConfigurationError(
+            f"map_shards fn is the class {_name(fn)}, whose instances are not callable: define "
+            "__call__(self, shard) (built once per worker, then called for each shard)"
+        )
+    target = fn.__call__ if isinstance(fn, type) else fn
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: called with the shard only
+        return False
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if isinstance(fn, type):
+        params = params[1:]  # self
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in sig.parameters.values()):
+        return False
+    if not params:
+        what = f"{_name(fn)}.__call__" if isinstance(fn, type) else _name(fn)
+        raise ConfigurationError(f"map_shards fn {what} must take the shard as its first argument")
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    return len(required) >= 2 or (len(params) >= 2 and params[1].name in ("ctx", "context"))
+
+
+def _check_shards(shards: Any) -> Iterator[Any]:
+    if isinstance(shards, str | bytes):
+        raise ConfigurationError(
+            f"shards is a {type(shards).__name__}; pass a list, range or generator of shard values"
+        )
+    try:
+        return iter(shards)
+    except TypeError:
+        raise ConfigurationError(
+            f"shards must be iterable (a list, range or generator of shard values), got "
+            f"{type(shards).__name__}"
+        ) from None
+
+
+def _check_policy(max_in_flight: Any, retry: Any, allow_failures: Any, category: Any) -> None:
+    if max_in_flight is not None and (
+        isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0
+    ):
+        raise ConfigurationError(f"max_in_flight must be an integer >= 1 (or None), got {max_in_flight!r}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy (or None), got {type(retry).__name__}")
+    if isinstance(allow_failures, bool) or not isinstance(allow_failures, int) or allow_failures < 0:
+        raise ConfigurationError(f"allow_failures must be an integer >= 0, got {allow_failures!r}")
+    if category is not None and (not isinstance(category, str) or not category):
+        raise ConfigurationError(f"category must be a non-empty string (or None), got {category!r}")
+
+
+def _check_options(num_cpus: Any, num_gpus: Any, resources: Any) -> ShardOptions:
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigurationError(f"map_shards {name} must be a number >= 0, got {value!r}")
+    if resources is not None:
+        if not isinstance(resources, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+            for k, v in resources.items()
+        ):
+            raise ConfigurationError(
+                f"map_shards resources must map resource names to numbers >= 0, got {resources!r}"
+            )
+    return ShardOptions(num_cpus, num_gpus, dict(resources) if resources else None)

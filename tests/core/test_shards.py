@@ -1,0 +1,268 @@
+"""map_shards in-process (LocalExecutor): results, order, progress, retries, failures, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from synapse_ray import (
+    ConfigurationError,
+    LocalExecutor,
+    RetryPolicy,
+    RunCancelledError,
+    RuntimeContext,
+    StepError,
+)
+from synapse_ray.errors import ShardsFailedError, ShardSourceError
+from synapse_ray.parallel import InProcessShardRunner, ShardResult, iter_shards, map_shards
+from synapse_ray.runtime.progress import PLAN, SHARD, STEP, ProgressEvent, ProgressPlan
+from synapse_ray.runtime.progress_state import ProgressState
+from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+from tests.shard_actions import ShardAction, read_notes
+
+
+class _NotCallable:
+    """A class without __call__: its instances cannot run a shard."""
+
+
+def _local_ctx() -> tuple[RuntimeContext, ProgressState]:
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
+    rt = RuntimeContext(progress=ProgressReporter(LocalSink(state)))
+    rt.progress.begin_step("pre", 1)
+    rt.bind_step("pre", 1)
+    return rt, state
+
+
+def test_results_in_shard_order_and_progress_counts_add_up():
+    handle = LocalExecutor().submit(ShardAction, {"n": 12, "progress_steps": 3, "max_in_flight": 4})
+    out = handle.result(timeout=30)
+    assert out["results"] == [{"x": x, "square": x * x} for x in range(12)]
+    snap = handle.progress()
+    counts = snap.shards["shards"]
+    assert (counts.total, counts.submitted, counts.done, counts.running, counts.failed) == (12, 12, 12, 0, 0)
+    assert counts.percent == 100.0 and counts.step == "execute"
+    assert snap.overall == 100.0
+
+
+def test_unordered_and_streaming_forms_give_the_same_values():
+    rt, _ = _local_ctx()
+    unordered = map_shards(rt, lambda x: x + 1, range(20), ordered=False)
+    assert sorted(unordered) == list(range(1, 21))
+    streamed = list(iter_shards(rt, lambda x: x + 1, range(20)))
+    assert streamed == [ShardResult(i, i + 1) for i in range(20)]
+
+
+def test_shards_are_read_lazily_and_in_flight_stays_bounded():
+    rt, _ = _local_ctx()
+    pulled: list[int] = []
+    ran: list[int] = []
+
+    def gen():
+        for x in range(50):
+            pulled.append(x)
+            yield x
+
+    def fn(x: int) -> int:
+        ran.append(x)
+        assert len(pulled) - len(ran) <= 3  # at most max_in_flight pulled and not yet run
+        return x
+
+    stream = iter_shards(rt, fn, gen(), max_in_flight=3)
+    first = [next(stream) for _ in range(5)]
+    assert [r.index for r in first] == [0, 1, 2, 3, 4]
+    assert len(pulled) <= 5 + 3
+    stream.close()  # stop early: nothing more is read
+    assert len(pulled) <= 8
+
+
+def test_shard_progress_is_the_shard_weighted_sum():
+    """Finished shards count 1, a running shard its own fraction; the step percent follows."""
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0), ("train", 3.0)]))
+    ev = [ProgressEvent(STEP, "pre", 1, status="running")]
+
+    def counts(done: int, running: int, closed: bool = False, map_id: str = "m1") -> ProgressEvent:
+        tally = {"total": 4, "submitted": 4, "done": done, "running": running, "failed": 0}
+        data = {"map": map_id, "counts": tally, "closed": closed}
+        return ProgressEvent(SHARD, "pre", 1, "shards", data=data)
+
+    def part(index: int, f: float | None, map_id: str = "m1") -> ProgressEvent:
+        data = {"map": map_id, "index": index, **({"f": f} if f is not None else {"end": 1})}
+        return ProgressEvent(SHARD, "pre", 1, "shards", data=data)
+
+    state.apply([*ev, counts(1, 2), part(1, 0.5), part(2, 0.25)])
+    snap = state.snapshot()
+    assert snap.categories["shards"].current == pytest.approx(1.75)
+    assert snap.steps["pre"].percent == pytest.approx(100 * 1.75 / 4)
+    assert snap.overall == pytest.approx(25 * 1.75 / 4)
+    assert (snap.shards["shards"].done, snap.shards["shards"].running) == (1, 2)
+    # shard 1 ends (its last word lands before its result), then the mapper counts it done
+    state.apply([part(1, None)])
+    before = state.snapshot().overall
+    state.apply([counts(2, 1)])
+    assert state.snapshot().categories["shards"].current == pytest.approx(2.25)
+    assert state.snapshot().overall >= before  # overall never goes back
+    state.apply([part(7, 0.9, map_id="old")])  # a straggler of another fan-out is ignored
+    assert state.snapshot().categories["shards"].current == pytest.approx(2.25)
+    state.apply([counts(4, 0, closed=True)])
+    snap = state.snapshot()
+    assert snap.steps["pre"].percent == 100.0 and snap.shards["shards"].percent == 100.0
+    rebuilt = ProgressState()
+    rebuilt.apply(state.to_events())
+    assert rebuilt.snapshot().shards == snap.shards
+
+
+def test_shard_progress_from_an_older_step_attempt_is_ignored():
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
+    state.apply(
+        [ProgressEvent(PLAN, data=state.plan.to_data()), ProgressEvent(STEP, "pre", 2, status="running")]
+    )
+    data = {"map": "m", "counts": {"total": 2, "done": 2}, "closed": True}
+    state.apply([ProgressEvent(SHARD, "pre", 1, "shards", data=data)])
+    assert state.snapshot().shards == {} and state.snapshot().steps["pre"].percent == 0
+
+
+def test_a_raising_shard_is_retried_per_policy():
+    out = LocalExecutor().submit(ShardAction, {"n": 6, "flaky": [2, 4], "retry_attempts": 2})
+    assert out.result(timeout=30)["results"][2] == {"x": 2, "square": 4}
+    counts = out.progress().shards["shards"]
+    assert (counts.done, counts.retried, counts.failed) == (6, 2, 0)
+
+
+def test_failures_are_aggregated_naming_each_shard_and_keeping_the_original():
+    handle = LocalExecutor().submit(ShardAction, {"n": 8, "fail": [1, 5], "max_in_flight": 8})
+    with pytest.raises(StepError) as info:
+        handle.result(timeout=30)
+    err = info.value.__cause__
+    assert isinstance(err, ShardsFailedError)
+    assert [(f.index, f.error_type, f.message) for f in err.failures] == [
+        (1, "ValueError", "bad shard 1"),
+        (5, "ValueError", "bad shard 5"),
+    ]
+    assert isinstance(err.failures[0].exception, ValueError)
+    assert isinstance(err.__cause__, ValueError)
+    assert "shard 1: ValueError: bad shard 1" in str(err) and "shard 5" in str(err)
+    again = pickle.loads(pickle.dumps(err))  # it crosses process boundaries on Ray
+    assert [f.index for f in again.failures] == [1, 5] and isinstance(again.failures[1].exception, ValueError)
+    assert handle.progress().shards["shards"].failed == 2
+    assert "map_shards(work)" in str(err)
+
+
+def test_once_failures_exceed_the_allowance_no_new_shard_is_submitted():
+    handle = LocalExecutor().submit(ShardAction, {"n": 50, "fail": [1], "max_in_flight": 2})
+    with pytest.raises(StepError) as info:
+        handle.result(timeout=30)
+    assert [f.index for f in info.value.__cause__.failures] == [1]
+    counts = handle.progress().shards["shards"]
+    assert counts.submitted <= 3 and counts.failed == 1
+
+
+def test_allow_failures_tolerates_and_reports_them():
+    handle = LocalExecutor().submit(ShardAction, {"n": 6, "fail": [0, 3], "allow_failures": 2})
+    out = handle.result(timeout=30)
+    assert out["failures"] == [0, 3]
+    assert [r["x"] for r in out["results"]] == [1, 2, 4, 5]
+    counts = handle.progress().shards["shards"]
+    assert (counts.done, counts.failed, counts.percent) == (4, 2, 100.0)
+
+
+def test_class_fn_is_built_once_per_worker(tmp_path, monkeypatch):
+    log = tmp_path / "notes"
+    out = LocalExecutor(env={"SHARD_TEST_LOG": str(log)}).execute(ShardAction, {"n": 5, "pool": True})
+    assert [r["square"] for r in out["results"]] == [0, 1, 4, 9, 16]
+    assert [n["event"] for n in read_notes(log)] == ["init"]
+
+
+def test_cancel_stops_submitting():
+    rt, _ = _local_ctx()
+    seen: list[int] = []
+
+    def fn(x: int) -> int:
+        seen.append(x)
+        if x == 3:
+            rt.cancel_token.cancel("test")
+        return x
+
+    with pytest.raises(RunCancelledError):
+        map_shards(rt, fn, range(100), max_in_flight=2)
+    assert seen == [0, 1, 2, 3]
+
+
+def test_the_runner_travels_with_the_runtime_context():
+    rt = RuntimeContext(shard_runner=InProcessShardRunner())
+    assert isinstance(pickle.loads(pickle.dumps(rt)).shard_runner, InProcessShardRunner)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"fn": 42}, "fn must be callable"),
+        ({"fn": lambda: 1}, "must take the shard"),
+        ({"fn": _NotCallable}, "instances are not callable"),
+        ({"shards": 7}, "shards must be iterable"),
+        ({"shards": "abc"}, "shards is a str"),
+        ({"max_in_flight": 0}, "max_in_flight must be an integer >= 1"),
+        ({"max_in_flight": -3}, "max_in_flight must be an integer >= 1"),
+        ({"max_in_flight": True}, "max_in_flight must be an integer >= 1"),
+        ({"allow_failures": -1}, "allow_failures must be an integer >= 0"),
+        ({"retry": 3}, "retry must be a RetryPolicy"),
+        ({"num_cpus": -1}, "num_cpus must be a number >= 0"),
+        ({"resources": {"gpu_big": "x"}}, "resources must map resource names"),
+        ({"category": ""}, "category must be a non-empty string"),
+    ],
+)
+def test_bad_input_is_refused_before_any_shard_runs(kwargs: dict[str, Any], needle: str):
+    rt, _ = _local_ctx()
+    ran: list[int] = []
+    args = {"fn": ran.append, "shards": range(3), **kwargs}
+    with pytest.raises(ConfigurationError, match=needle):
+        map_shards(rt, args.pop("fn"), args.pop("shards"), **args)
+    assert ran == []
+
+
+def test_a_generator_raising_midway_is_a_clear_error():
+    rt, _ = _local_ctx()
+
+    def gen():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    with pytest.raises(ShardSourceError, match=r"raised OSError after 3 shards: disk gone") as info:
+        map_shards(rt, lambda x: x, gen())
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_map_shards_needs_a_context():
+    with pytest.raises(ConfigurationError, match="needs a step context or a RuntimeContext"):
+        map_shards(object(), lambda x: x, [1])
+
+
+def test_retry_waits_its_delay_and_a_cancel_cuts_it_short():
+    rt, _ = _local_ctx()
+    timer = threading.Timer(0.3, rt.cancel_token.cancel)
+    timer.start()
+    with pytest.raises(RunCancelledError):
+        map_shards(rt, _always_fails, [1], retry=RetryPolicy(max_attempts=5, delay=30.0))
+    timer.cancel()
+
+
+def _always_fails(x: int) -> int:
+    raise RuntimeError("no")
+
+
+def test_the_live_display_shows_shard_counts():
+    from synapse_ray.cli.display import describe
+
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
+    tally = {"total": 4, "submitted": 3, "done": 2, "running": 1, "failed": 0, "retried": 1}
+    state.apply(
+        [
+            ProgressEvent(STEP, "pre", 1, status="running"),
+            ProgressEvent(SHARD, "pre", 1, "decode", data={"map": "m", "counts": tally}),
+        ]
+    )
+    line = describe(state.snapshot())
+    assert "decode: shards 2/4, running 1, retried 1" in line
+    assert "failed" not in line and "decode=" not in line

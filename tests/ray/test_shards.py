@@ -1,0 +1,268 @@
+"""map_shards on Ray: tasks and actor pools, progress through the aggregator, retries,
+failures, the in-flight bound, cancel, and bad input refused before any shard runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from synapse_ray import (
+    ClusterError,
+    ConfigurationError,
+    LocalExecutor,
+    RayExecutor,
+    RunCancelledError,
+    RunStatus,
+    RuntimeContext,
+    StepError,
+)
+from synapse_ray.errors import ShardsFailedError
+from synapse_ray.executors.ray.shards import RayShardRunner
+from synapse_ray.parallel import iter_shards, map_shards
+from tests.ray.conftest import wait_until
+from tests.shard_actions import ShardAction, read_notes
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+
+
+def _ray_ctx() -> RuntimeContext:
+    return RuntimeContext(shard_runner=RayShardRunner(crash_retries=1))
+
+
+@pytest.mark.parametrize("mode", ["task", "actors"])
+def test_results_match_the_local_executor_in_shard_order(mode, tmp_path):
+    params = {"n": 24, "flaky": [3], "retry_attempts": 2, "max_in_flight": 5}
+    local = LocalExecutor().execute(ShardAction, params)
+    on_ray = RayExecutor(mode=mode).execute(ShardAction, {**params, "log": str(tmp_path / "notes")})
+    assert on_ray == local
+    assert on_ray["results"] == [{"x": x, "square": x * x} for x in range(24)]
+    starts = [n for n in read_notes(tmp_path / "notes") if n["event"] == "start"]
+    assert len({n["pid"] for n in starts}) >= 2  # shards ran in Ray workers, not one process
+
+
+def test_unordered_results_come_as_they_complete():
+    rt = _ray_ctx()
+    out = map_shards(rt, _slow_first, range(6), ordered=False, max_in_flight=6)
+    assert sorted(out) == list(range(6)) and out[-1] == 0  # shard 0 sleeps longest: last in
+
+
+def _slow_first(x: int) -> int:
+    time.sleep(1.5 if x == 0 else 0.05)
+    return x
+
+
+def test_streaming_results_stay_in_the_object_store_until_taken():
+    rt = _ray_ctx()
+    stream = iter_shards(rt, _megabyte, range(8), max_in_flight=4)
+    sizes = [(item.index, len(item.value)) for item in stream]
+    assert sizes == [(i, 1 << 20) for i in range(8)]
+
+
+def _megabyte(x: int) -> bytes:
+    return bytes([x]) * (1 << 20)
+
+
+def test_per_shard_progress_sums_to_100_through_the_aggregator(tmp_path):
+    handle = RayExecutor().submit(
+        ShardAction, {"n": 8, "sleep_s": 1.0, "progress_steps": 5, "max_in_flight": 4}
+    )
+    # mid-run: running shards' own fractions count, so the category is not a whole number of shards
+    partial = wait_until(
+        lambda: (c := handle.progress().categories.get("shards")) and 0 < c.current % 1 and c,
+        timeout=60,
+        interval=0.05,
+    )
+    assert partial.total == 8
+    seen = []
+    while not handle.done():
+        seen.append(handle.progress().overall)
+        time.sleep(0.05)
+    handle.result(timeout=60)
+    snap = handle.progress()
+    assert seen == sorted(seen)  # overall never goes back
+    counts = snap.shards["shards"]
+    assert (counts.done, counts.running, counts.failed, counts.percent) == (8, 0, 0, 100.0)
+    assert snap.steps["execute"].percent == 100.0 and snap.overall == 100.0
+
+
+def test_retries_on_a_raise_and_on_a_worker_that_exits_hard(tmp_path):
+    log = tmp_path / "notes"
+    params = {"n": 10, "flaky": [2], "crash": [5, 7], "retry_attempts": 2, "log": str(log)}
+    handle = RayExecutor(max_retries=2).submit(ShardAction, params)
+    out = handle.result(timeout=120)
+    assert [r["x"] for r in out["results"]] == list(range(10))
+    counts = handle.progress().shards["shards"]
+    assert (counts.done, counts.retried, counts.failed) == (10, 3, 0)
+    attempts = {(n["index"], n["attempt"]) for n in read_notes(log) if n["event"] == "start"}
+    assert {(2, 2), (5, 2), (7, 2)} <= attempts
+
+
+def test_failures_aggregate_across_processes_and_allow_failures_tolerates(tmp_path):
+    handle = RayExecutor().submit(ShardAction, {"n": 8, "fail": [2, 6], "max_in_flight": 8})
+    with pytest.raises(StepError) as info:
+        handle.result(timeout=60)
+    err = info.value.__cause__
+    assert isinstance(err, ShardsFailedError)
+    assert [(f.index, f.error_type) for f in err.failures] == [(2, "ValueError"), (6, "ValueError")]
+    assert isinstance(err.failures[0].exception, ValueError)
+    assert handle.progress().shards["shards"].failed == 2
+
+    ok = RayExecutor().execute(ShardAction, {"n": 8, "fail": [2, 6], "allow_failures": 2})
+    assert ok["failures"] == [2, 6] and len(ok["results"]) == 6
+
+
+def test_in_flight_bound_holds_for_pending_tasks_too(tmp_path):
+    """Each shard pulled from the generator is submitted at once; at every pull, the
+    shards pulled before it and not yet finished (running or queued) are fewer than the bound."""
+    pulls, log = tmp_path / "pulls", tmp_path / "notes"
+    params = {"n": 30, "sleep_s": 0.2, "max_in_flight": 3, "pulls": str(pulls), "log": str(log)}
+    handle = RayExecutor().submit(ShardAction, params)
+    running = []
+    while not handle.done():
+        counts = handle.progress().shards.get("shards")
+        if counts is not None:
+            running.append(counts.running)
+        time.sleep(0.05)
+    handle.result(timeout=60)
+    assert max(running) <= 3
+    pulled = {n["index"]: n["t"] for n in read_notes(pulls)}
+    ended = {n["index"]: n["t"] for n in read_notes(log) if n["event"] == "end"}
+    assert sorted(pulled) == sorted(ended) == list(range(30))
+    outstanding = [sum(1 for j in range(k) if ended[j] > pulled[k]) for k in range(30)]
+    assert max(outstanding) <= 2  # shard k itself makes the third
+    assert max(outstanding) == 2  # and the bound was used: shards did overlap
+
+
+def test_default_in_flight_comes_from_cluster_cpus_and_requested_resources():
+    from synapse_ray.executors.ray.resources import ResourceView
+    from synapse_ray.shards.stream import ShardStream
+
+    cpus = int(sum(n.get("CPU", 0) for n in ResourceView().nodes()))
+    rt = _ray_ctx()
+    runner = rt.shard_runner
+    assert ShardStream(rt, runner, abs, range(3)).max_in_flight == 2 * cpus
+    assert ShardStream(rt, runner, abs, range(3), num_cpus=2).max_in_flight == 2 * (cpus // 2)
+    assert ShardStream(rt, runner, _Pool, range(3)).max_in_flight == cpus  # one per pool actor
+    assert ShardStream(rt, runner, abs, range(3), max_in_flight=7).max_in_flight == 7
+
+
+class _Pool:
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def test_class_fn_runs_on_an_actor_pool_built_once_per_worker(tmp_path):
+    log = tmp_path / "notes"
+    ex = RayExecutor(env={"SHARD_TEST_LOG": str(log)})
+    out = ex.execute(ShardAction, {"n": 40, "pool": True, "max_in_flight": 3})
+    assert [r["square"] for r in out["results"]] == [x * x for x in range(40)]
+    inits = [n for n in read_notes(log) if n["event"] == "init"]
+    pids = {r["pid"] for r in out["results"]}
+    assert 1 <= len(inits) <= 3 and pids == {n["pid"] for n in inits}
+
+
+def test_cancel_mid_fan_out_stops_submitting_and_cancels_running_shards(tmp_path):
+    log = tmp_path / "notes"
+    params = {"n": 40, "sleep_s": 3.0, "progress_steps": 30, "max_in_flight": 4, "log": str(log)}
+    handle = RayExecutor().submit(ShardAction, params)
+    wait_until(lambda: (c := handle.progress().shards.get("shards")) and c.running >= 2, timeout=60)
+    asked = time.monotonic()
+    handle.cancel(grace_s=10.0)
+    assert handle.status() is RunStatus.CANCELLED
+    assert time.monotonic() - asked < 10.0  # within the grace period, no kill needed
+    with pytest.raises(RunCancelledError):
+        handle.result(timeout=1)
+    counts = handle.progress().shards["shards"]
+    assert counts.cancelled >= 1 and counts.submitted < 40 and counts.running == 0
+    notes = read_notes(log)
+    time.sleep(1.5)  # a shard still running (or a new one) would note its end (or start) by now
+    assert read_notes(log) == notes
+
+
+def test_unpicklable_fn_is_named_before_any_shard_runs():
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    with pytest.raises(ConfigurationError, match=r"fn '.*holds_a_lock' cannot be pickled"):
+        map_shards(_ray_ctx(), holds_a_lock, range(3))
+
+
+def test_resources_no_node_has_fail_at_once():
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"each shard needs .*tpu_pod=1.*missing"):
+        map_shards(_ray_ctx(), abs, range(3), resources={"tpu_pod": 1})
+    with pytest.raises(ClusterError, match="GPU=1"):
+        map_shards(_ray_ctx(), abs, range(3), num_gpus=1)
+    assert time.monotonic() - started < 15
+
+
+def test_a_generator_raising_midway_cancels_what_runs_and_says_so():
+    from synapse_ray.errors import ShardSourceError
+
+    def gen():
+        yield from range(4)
+        raise KeyError("row 4")
+
+    with pytest.raises(ShardSourceError, match="after 4 shards"):
+        map_shards(_ray_ctx(), _slow_first, gen(), max_in_flight=8)
+
+
+def test_a_ray_data_step_reports_its_rows_under_the_step_category():
+    from tests.shard_actions import DataAction
+
+    handle = RayExecutor().submit(DataAction, {"rows": 200, "blocks": 20, "block_sleep_s": 0.3})
+    mid = wait_until(
+        lambda: (c := handle.progress().categories.get("decode")) and 0 < c.current < 200 and c,
+        timeout=120,
+        interval=0.05,
+    )
+    assert mid.total == 200  # the estimate from the plan: the source's row count
+    assert handle.result(timeout=120) == {"count": 200, "sum": 2 * sum(range(200))}
+    snap = handle.progress()
+    assert (snap.categories["decode"].current, snap.categories["decode"].total) == (200, 200)
+    assert snap.overall == 100.0
+
+
+def test_materialize_dataset_refuses_what_is_not_a_dataset():
+    from synapse_ray import materialize_dataset
+
+    with pytest.raises(ConfigurationError, match="needs a ray.data.Dataset, got list"):
+        materialize_dataset(RuntimeContext(), [1, 2])
+
+
+class _CrashOnce:
+    """A pool class whose worker exits hard on shard 2's first attempt."""
+
+    def __call__(self, x: int, ctx) -> int:
+        if x == 2 and ctx.attempt == 1:
+            import os
+
+            os._exit(1)
+        return 10 * x
+
+
+def test_a_pool_actor_that_dies_is_replaced_and_its_shard_retried():
+    stream = iter_shards(_ray_ctx(), _CrashOnce, range(6), max_in_flight=2)
+    assert [item.value for item in stream] == [0, 10, 20, 30, 40, 50]
+    assert stream.counts["retried"] == 1 and stream.counts["failed"] == 0
+
+
+def test_a_pool_class_whose_init_raises_fails_each_shard_with_that_error():
+    with pytest.raises(ShardsFailedError) as info:
+        map_shards(_ray_ctx(), _BadInit, range(3), max_in_flight=1)
+    failures = info.value.failures
+    assert [f.error_type for f in failures] == ["RuntimeError"]  # the first failure ends it
+    assert "_BadInit.__init__ raised on a worker: RuntimeError: model file missing" in failures[0].message
+
+
+class _BadInit:
+    def __init__(self) -> None:
+        raise RuntimeError("model file missing")
+
+    def __call__(self, x: int) -> int:
+        return x
