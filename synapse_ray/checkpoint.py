@@ -23,9 +23,7 @@ from synapse_ray.errors import ConfigurationError
 
 def cache_root() -> Path:
     """Where extracted checkpoints are kept (``SYNAPSE_RAY_CACHE_DIR``, else the temp dir)."""
-    base = os.environ.get("SYNAPSE_RAY_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), "synapse_ray", "cache"
-    )
+    base = os.environ.get("SYNAPSE_RAY_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "synapse-ray-cache")
     return Path(base)
 
 

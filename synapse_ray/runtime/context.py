@@ -185,8 +185,12 @@ class RuntimeContext:
 
     @property
     def work_dir(self) -> Path:
-        """A per-run scratch directory (downloads, checkpoints) on this machine."""
-        base = self._work_dir or os.path.join(tempfile.gettempdir(), "synapse_ray", self.run_id)
+        """A per-run scratch directory (downloads, checkpoints) on this machine.
+
+        Under ``synapse-ray-runs`` (not an importable name: a ``synapse_ray``
+        folder in the temp dir would shadow the package for code run from there).
+        """
+        base = self._work_dir or os.path.join(tempfile.gettempdir(), "synapse-ray-runs", self.run_id)
         path = Path(base)
         path.mkdir(parents=True, exist_ok=True)
         return path
