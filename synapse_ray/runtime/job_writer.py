@@ -72,6 +72,7 @@ class JobProgressWriter:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._closed = False
 
     def offer(self, snap: ProgressSnapshot, events: list[ProgressEvent] | None = None) -> None:
         """Cheap: keep the newest snapshot (and queue the batch's log entries); a thread sends them."""
@@ -91,15 +92,22 @@ class JobProgressWriter:
         return self.logs.close(max(0.0, deadline - time.monotonic())) and done
 
     def close(self) -> None:
-        """Stop sending logs (the run was dropped by its holder); the record thread ends on its own."""
+        """Stop: the run was dropped by its holder (evicted), no final snapshot will come."""
         self.logs.close(0.0)
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
     def _loop(self) -> None:
         last = 0.0
         while True:
             with self._cond:
-                while self._latest is None or self._latest.version == self._written_version:
+                while not self._closed and (
+                    self._latest is None or self._latest.version == self._written_version
+                ):
                     self._cond.wait()
+                if self._closed:
+                    return  # never parked for good: a dropped run's writer thread ends here
                 snap = self._latest
             terminal = snap.status.is_terminal
             pause = self.min_interval - (time.monotonic() - last)

@@ -25,7 +25,7 @@ from synapse_ray.executors.ray.resources import ResourceView
 from synapse_ray.executors.ray.shards import RayShardRunner
 from synapse_ray.executors.ray.shipping import ship_code
 from synapse_ray.executors.ray.source import AggregatorSource
-from synapse_ray.executors.ray.transport import AggregatorCancelSource, AggregatorRef, RaySink
+from synapse_ray.executors.ray.transport import CALL_TIMEOUT, AggregatorCancelSource, AggregatorRef, RaySink
 from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.context import RuntimeContext
@@ -142,8 +142,8 @@ class RayExecutor(Executor):
         if mode == "task":
             self._resources.check(f"Action '{cls.action_name}'", self.options)
             task = TaskRun(cls, params, runtime, self.options, self.max_retries)
-            if job_id is not None:  # the aggregator becomes the single writer of the job's progress
-                aggregator.attach_job.remote(run_id, backend, job_id)
+            if job_id is not None:
+                _attach_job(aggregator, run_id, backend, job_id)
             return RunHandle(runtime, source, kill=task.kill).start(task)
         placement = RayActorPlacement(
             self.options,
@@ -157,7 +157,7 @@ class RayExecutor(Executor):
         steps, ctx, _ = action.prepare_run()
         placement.validate(steps, ctx)  # bad input fails here, before any actor starts
         if job_id is not None:
-            aggregator.attach_job.remote(run_id, backend, job_id)
+            _attach_job(aggregator, run_id, backend, job_id)
 
         def work() -> Any:
             runtime.progress.run_status(RunStatus.RUNNING.value)
@@ -215,6 +215,19 @@ class TaskRun:
         ref = self._ref
         if ref is not None:
             ray.cancel(ref, force=True)
+
+
+def _attach_job(aggregator: Any, run_id: str, backend: Any, job_id: str) -> None:
+    """Make the aggregator the single writer of the job's record, before the run starts.
+
+    Waited for: workers push to the aggregator on their own, and Ray orders calls
+    per caller only, so a worker's first batch (its log entries) could otherwise
+    arrive before the writer that should send them.
+    """
+    import ray
+
+    with map_ray_errors(f"Attaching job {job_id} to the progress aggregator"):
+        ray.get(aggregator.attach_job.remote(run_id, backend, job_id), timeout=CALL_TIMEOUT)
 
 
 class _NoCheck(ResourceView):
