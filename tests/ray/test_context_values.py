@@ -167,3 +167,48 @@ def test_bytes_and_plain_python_objects_go_by_reference_too():
         assert not changes
     finally:
         placement.close()
+
+
+def _frame() -> object:
+    import pandas as pd
+
+    return pd.DataFrame({"x": range(200_000), "y": [float(i) / 2 for i in range(200_000)]})
+
+
+def _arrow() -> object:
+    import pyarrow as pa
+
+    return pa.table({"x": list(range(200_000))})
+
+
+class ReadTablesStep(BaseStep[TrainContext]):
+    name = "read_tables"
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        return StepResult(
+            data={
+                "frame": (type(ctx.frame).__name__, len(ctx.frame), float(ctx.frame["y"].iloc[-1])),
+                "arrow": (type(ctx.arrow).__name__, ctx.arrow.num_rows, ctx.arrow.column("x")[-1].as_py()),
+            }
+        )
+
+
+def test_pandas_and_arrow_tables_go_by_reference_and_arrive_as_themselves():
+    placement = RayActorPlacement(reuse=False)
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    try:
+        _, changes = placement.run_step(SetStep("make", frame=_frame, arrow=_arrow), ctx, 1)
+        assert {k: type(v).__name__ for k, v in changes.values.items()} == {
+            "frame": "StoredValue",
+            "arrow": "StoredValue",
+        }
+        assert changes.values["frame"].type_name == "DataFrame"
+        _merge(ctx, changes)
+        result, changes = placement.run_step(ReadTablesStep(), ctx, 1)
+        assert result.data == {
+            "frame": ("DataFrame", 200_000, 99_999.5),
+            "arrow": ("Table", 200_000, 199_999),
+        }
+        assert not changes
+    finally:
+        placement.close()
