@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .shapes import ChunkedUpload, DataCollection, FileSpecification, Job, Model
     from .spec import BackendSpec
 
+from . import errors as _errors  # light: the error classes only
+
 # Names load on first use: a worker that unpickles a BackendSpec, or sets a
 # cancel scope, should not import httpx and the client for it.
 _EXPORTS = {
@@ -41,24 +43,7 @@ _EXPORTS = {
     "FileSpecification": "shapes",
     "Job": "shapes",
     "Model": "shapes",
-    **{
-        name: "errors"
-        for name in (
-            "AuthenticationError",
-            "BackendConnectionError",
-            "BackendError",
-            "BackendTimeoutError",
-            "BackendValidationError",
-            "ChecksumMismatchError",
-            "ConflictError",
-            "LocalPathError",
-            "NotFoundError",
-            "PermissionDeniedError",
-            "RateLimitError",
-            "ServerError",
-            "UnsafePathError",
-        )
-    },
+    **{name: "errors" for name in _errors.__all__},
 }
 
 

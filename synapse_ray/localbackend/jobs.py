@@ -23,15 +23,22 @@ def job_errors(payload: dict[str, Any]) -> dict[str, list[str]]:
     return {}
 
 
-async def create_job(request: web.Request) -> web.Response:
-    store = request.app[STORE]
+async def job_fields(request: web.Request) -> dict[str, Any] | web.Response:
+    """The writable fields of a create or update body, or the 400 answer that refuses it."""
     payload = await json_body(request)
     if not isinstance(payload, dict):
         return detail(400, "The body must be a JSON object.")
     errors = job_errors(payload)
     if errors:
         return web.json_response(errors, status=400)
-    fields = {k: v for k, v in payload.items() if k not in _READ_ONLY_FIELDS}
+    return {k: v for k, v in payload.items() if k not in _READ_ONLY_FIELDS}
+
+
+async def create_job(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    fields = await job_fields(request)
+    if isinstance(fields, web.Response):
+        return fields
     fields.setdefault("status", "pending")
     job = await db(request, store.create_job, fields, request.headers.get("Synapse-Tenant"))
     return web.json_response(job, status=201)
@@ -54,13 +61,9 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def update_job(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    payload = await json_body(request)
-    if not isinstance(payload, dict):
-        return detail(400, "The body must be a JSON object.")
-    errors = job_errors(payload)
-    if errors:
-        return web.json_response(errors, status=400)
-    changes = {k: v for k, v in payload.items() if k not in _READ_ONLY_FIELDS}
+    changes = await job_fields(request)
+    if isinstance(changes, web.Response):
+        return changes
     job = await db(request, store.update_job, int_id(request), changes)
     if job is None:
         return detail(404, "Job not found.")
