@@ -93,8 +93,12 @@ def test_print_cannot_spoof_and_concurrent_submissions_keep_their_own_results():
     # the task sees no private package: it stays with the entrypoint (the driver)
     assert first.result(timeout=120) == {"value": 6, "private_packages_here": []}
     assert second.result(timeout=120) == {"value": 10, "private_packages_here": []}
+    # user prints stay in the log (they reach it from the task's worker, a little later) ...
+    deadline = time.monotonic() + 30
+    while not any("RESULT: -1" in line for line in first.log_lines()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     lines = first.log_lines()
-    assert any("RESULT: -1" in line for line in lines)  # user prints stay in the log ...
+    assert any("RESULT: -1" in line for line in lines)
     assert not any("@@synapse-ray-record@@" in line for line in lines)  # ... records do not
     assert first.source.reader.rejected >= 1  # the forged record was seen and refused
 

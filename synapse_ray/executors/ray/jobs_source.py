@@ -24,6 +24,7 @@ MIN_INTERVAL = 0.1  # while a job is young, its result may be a second away
 SETTLED_INTERVAL = 0.5  # after the first half minute
 MAX_INTERVAL = 5.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+LOG_SETTLE = 5.0
 GIVE_UP_AFTER = 120.0  # seconds of the Jobs API failing without a break
 UNVERIFIED_STATUS = {
     "PENDING": RunStatus.PENDING,
@@ -53,6 +54,7 @@ class JobSource:
         self._outcome = threading.Event()  # the final record arrived, or the job ended
         self._cond = threading.Condition()
         self._error: BaseException | None = None
+        self._ended_at: float | None = None
         self._thread = threading.Thread(
             target=self._loop, daemon=True, name=f"synapse-ray-job-{submission_id}"
         )
@@ -103,7 +105,16 @@ class JobSource:
                 self._cond.notify_all()
         if self.reader.final is not None:
             self._outcome.set()  # verified: no need to wait for the process to exit
-        return terminal
+        return terminal and (self.reader.final is not None or self._log_settled())
+
+    def _log_settled(self) -> bool:
+        """The job ended without our final record in its log (yet): the log file can
+        trail the process's exit, so keep reading it for ``LOG_SETTLE`` s before
+        concluding the record will never come."""
+        now = time.monotonic()
+        if self._ended_at is None:
+            self._ended_at = now
+        return now - self._ended_at >= LOG_SETTLE
 
     # -- ProgressSource ----------------------------------------------------------------
     def snapshot(self) -> ProgressSnapshot:
