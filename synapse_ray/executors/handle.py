@@ -83,6 +83,7 @@ class RunHandle:
         self._result, self._error, self._final = result, error, status
         if rt.job_id is None:
             self._done.set()  # no record to wait for: the caller need not wait for the bookkeeping
+            time.sleep(0)  # let a waiting caller take the GIL before the bookkeeping below
         try:
             rt.progress.run_status(status.value, str(error) if error else None)
             self.source.finish(FINAL_RECORD_TIMEOUT)  # with a job, its record shows the outcome first

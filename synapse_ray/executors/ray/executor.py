@@ -144,6 +144,7 @@ class RayExecutor(Executor):
             task = TaskRun(cls, params, runtime, self.options, self.max_retries)
             if job_id is not None:
                 _attach_job(aggregator, run_id, backend, job_id)
+            task.launch()  # in flight while the run thread starts
             return RunHandle(runtime, source, kill=task.kill).start(task)
         placement = RayActorPlacement(
             self.options,
@@ -185,28 +186,37 @@ class TaskRun:
         self.max_retries = max_retries
         self._ref: Any = None
 
+    def launch(self) -> None:
+        """Submit the first attempt from the caller's thread, so a short run's task is
+        already running while the run thread that waits for it starts."""
+        self._task = remote_run_action().options(max_retries=0, retry_exceptions=False, **self.options)
+        self._ref = self._task.remote(self.cls, self.params, self.runtime)
+
     def __call__(self) -> Any:
+        if self._ref is None:
+            self.launch()
+        try:
+            outcome = self._outcome()
+        finally:
+            self._ref = None
+        outcome.forward_progress(self.runtime.progress)  # ahead of the final status the handle sends
+        return outcome.value
+
+    def _outcome(self) -> Any:
         import ray
 
-        task = remote_run_action().options(max_retries=0, retry_exceptions=False, **self.options)
         crashes = CrashBudget(self.max_retries)
         rt = self.runtime
         while True:
-            self._ref = task.remote(self.cls, self.params, rt)
             try:
                 with map_ray_errors(f"Action '{rt.action_name}'", attempt=rt.run_attempt):
-                    outcome = ray.get(self._ref)
+                    return ray.get(self._ref)
             except WorkerCrashedError as exc:
                 if rt.cancelled or not crashes.spend():
                     raise
                 rt.logger.warning("run_retry_after_crash", run_attempt=rt.run_attempt, error=str(exc))
                 rt.run_attempt += 1
-                continue
-            finally:
-                self._ref, ref = None, self._ref
-                del ref
-            outcome.forward_progress(rt.progress)  # ahead of the final status the handle sends
-            return outcome.value
+                self._ref = self._task.remote(self.cls, self.params, rt)
 
     def kill(self) -> None:
         """The cancel fallback: stop the task (its worker is killed)."""
