@@ -36,6 +36,7 @@ def _log() -> Any:
 
 
 DEFAULT_INTERVAL = 0.1
+STEP_FLUSH_NOW, STEP_FLUSH_SOON, STEP_FLUSH_HELD = "now", "soon", "held"
 
 
 class ProgressSink(Protocol):
@@ -102,9 +103,12 @@ class ProgressReporter:
         # Counted from birth: work shorter than one interval sends nothing on its
         # own (a Ray worker's events then ride back with its result, for free).
         self.last_flush = time.monotonic()
-        # In a Ray worker whose unsent events ride back with its result, step
-        # boundaries need not be pushed at once: the sender (or the result) takes them.
-        self.hold_step_events = False
+        # When a step boundary leaves: "now" from the caller (in-process runs);
+        # "soon", handed to the sender at once, so a driver running steps on
+        # actors does not pay the send between steps; "held" in a Ray worker
+        # whose unsent events ride back with its result.
+        self.step_flush: str = STEP_FLUSH_NOW
+        self._urgent = False  # the sender sends this reporter's batch without waiting its interval
 
     # -- pickling: only the sink and the bindings travel ----------------
     def __getstate__(self) -> dict[str, Any]:
@@ -204,8 +208,11 @@ class ProgressReporter:
     def step_event(self, step: str, attempt: int, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
         self._queue(self._event(STEP, step=step, attempt=attempt, status=status, data=data))
-        if not self.hold_step_events:
+        if self.step_flush == STEP_FLUSH_NOW:
             self.flush()
+        elif self.step_flush == STEP_FLUSH_SOON:
+            self._urgent = True
+            _SENDER.mark(self)
 
     def run_status(self, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
@@ -255,6 +262,7 @@ class ProgressReporter:
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
+        self._urgent = False
         with self._send_lock:  # drain under the send lock so batches leave in order
             events = self._drain()
             if events:
@@ -335,11 +343,11 @@ class _Sender:
                     self._cond.wait()
                     continue
                 now = time.monotonic()
-                wake = min(r.last_flush + r.interval for r in self._dirty.values())
+                wake = min(now if r._urgent else r.last_flush + r.interval for r in self._dirty.values())
                 if wake > now:
                     self._cond.wait(wake - now)
                     continue
-                due = [r for r in self._dirty.values() if r.last_flush + r.interval <= now]
+                due = [r for r in self._dirty.values() if r._urgent or r.last_flush + r.interval <= now]
                 for r in due:
                     del self._dirty[id(r)]
                 return due

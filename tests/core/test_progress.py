@@ -13,7 +13,13 @@ from synapse_ray.runtime.progress import (
     ProgressSnapshot,
 )
 from synapse_ray.runtime.progress_state import ProgressState
-from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+from synapse_ray.runtime.reporter import (
+    STEP_FLUSH_HELD,
+    STEP_FLUSH_NOW,
+    STEP_FLUSH_SOON,
+    LocalSink,
+    ProgressReporter,
+)
 
 
 def ev(kind, step=None, attempt=1, **kw):
@@ -106,6 +112,41 @@ def test_reporter_coalesces_updates_into_few_batches():
     sent = [e for b in batches for e in b]
     assert len(sent) < 50  # 10,000 updates coalesced
     assert sent[-1].current == 9999 and sent[-1].category == "train"
+
+
+class _SendingThreads:
+    """A sink that records which thread sent each batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[ProgressEvent]]] = []
+        self.arrived = threading.Event()
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        self.batches.append((threading.current_thread().name, events))
+        self.arrived.set()
+
+
+@pytest.mark.parametrize("policy", [STEP_FLUSH_NOW, STEP_FLUSH_SOON, STEP_FLUSH_HELD])
+def test_step_end_leaves_as_its_flush_policy_says(policy):
+    sink = _SendingThreads()
+    reporter = ProgressReporter(sink, interval=30.0)  # the interval alone would hold it 30 s
+    reporter.step_flush = policy
+    reporter.begin_step("train")
+    reporter.end_step(StepStatus.SUCCEEDED.value)
+    caller = threading.current_thread().name
+    if policy == STEP_FLUSH_NOW:  # sent before end_step returned, by the caller
+        assert [name for name, _ in sink.batches] == [caller]
+    elif policy == STEP_FLUSH_SOON:  # by the sender thread, at once rather than after the interval
+        assert sink.arrived.wait(5), "the sender did not push the step end"
+        assert [name for name, _ in sink.batches] == ["synapse-ray-progress"]
+    else:  # held for whoever detaches the reporter (a Ray worker's result)
+        assert not sink.arrived.wait(0.3)
+        events, _ = reporter.detach()
+        assert [e.status for e in events] == ["running", "succeeded"]
+        return
+    sent = [e for _, batch in sink.batches for e in batch]
+    assert [(e.kind, e.status) for e in sent] == [(STEP, "running"), (STEP, "succeeded")]
+    reporter.close()
 
 
 def test_clamping_warns_once_and_never_raises(caplog):
