@@ -59,6 +59,9 @@ class ByReference:
         raise NotImplementedError
 
 
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 class Pickled:
     """A value pickled once: the pickle stream plus its out-of-band buffers.
 
@@ -76,6 +79,8 @@ class Pickled:
 
     @classmethod
     def of(cls, value: Any) -> Pickled:
+        if type(value) in _ATOMIC:  # no buffers, no refs, no classes: the C pickler, 10x cheaper
+            return cls(pickle.dumps(value, protocol=5), [])
         buffers: list[pickle.PickleBuffer] = []
         refs: list[ByReference] = []
         out = io.BytesIO()

@@ -148,3 +148,13 @@ def test_errors_round_trip_through_pickle(err):
     assert copy.fields == err.fields
     for key, value in err.fields.items():
         assert getattr(copy, key) == value
+
+
+@pytest.mark.parametrize("value", [None, True, 7, 2**70, 1.5, 2j, "naïve", b"\x00raw"])
+def test_atomic_values_pickle_the_same_through_the_fast_path(value, ray_pickler):
+    from synapse_ray.runtime.pickling import Pickled
+
+    pickled = Pickled.of(value)
+    assert pickled.buffers == [] and pickled.refs == []
+    assert pickled.header == cloudpickle.dumps(value, protocol=5)  # what the full pickler writes
+    assert pickled.load() == value and type(pickled.load()) is type(value)
