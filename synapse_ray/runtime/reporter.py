@@ -36,7 +36,6 @@ def _log() -> Any:
 
 
 DEFAULT_INTERVAL = 0.1
-STEP_FLUSH_NOW, STEP_FLUSH_SOON, STEP_FLUSH_HELD = "now", "soon", "held"
 
 
 class ProgressSink(Protocol):
@@ -103,12 +102,11 @@ class ProgressReporter:
         # Counted from birth: work shorter than one interval sends nothing on its
         # own (a Ray worker's events then ride back with its result, for free).
         self.last_flush = time.monotonic()
-        # When a step boundary leaves: "now" from the caller (in-process runs);
-        # "soon", handed to the sender at once, so a driver running steps on
-        # actors does not pay the send between steps; "held" in a Ray worker
-        # whose unsent events ride back with its result.
-        self.step_flush: str = STEP_FLUSH_NOW
-        self._urgent = False  # the sender sends this reporter's batch without waiting its interval
+        # Step boundaries are flushed by the caller at once in local runs. Where
+        # a send costs an actor call between steps (the driver of an actor-mode
+        # run, a Ray worker whose unsent events ride back with its result) they
+        # leave with the sender's next batch instead, within one interval.
+        self.flush_step_events = True
 
     # -- pickling: only the sink and the bindings travel ----------------
     def __getstate__(self) -> dict[str, Any]:
@@ -208,11 +206,8 @@ class ProgressReporter:
     def step_event(self, step: str, attempt: int, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
         self._queue(self._event(STEP, step=step, attempt=attempt, status=status, data=data))
-        if self.step_flush == STEP_FLUSH_NOW:
+        if self.flush_step_events:
             self.flush()
-        elif self.step_flush == STEP_FLUSH_SOON:
-            self._urgent = True
-            _SENDER.mark(self)
 
     def run_status(self, status: str, error: str | None = None) -> None:
         data = {"error": error} if error else None
@@ -262,7 +257,6 @@ class ProgressReporter:
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
-        self._urgent = False
         with self._send_lock:  # drain under the send lock so batches leave in order
             events = self._drain()
             if events:
@@ -343,11 +337,11 @@ class _Sender:
                     self._cond.wait()
                     continue
                 now = time.monotonic()
-                wake = min(now if r._urgent else r.last_flush + r.interval for r in self._dirty.values())
+                wake = min(r.last_flush + r.interval for r in self._dirty.values())
                 if wake > now:
                     self._cond.wait(wake - now)
                     continue
-                due = [r for r in self._dirty.values() if r._urgent or r.last_flush + r.interval <= now]
+                due = [r for r in self._dirty.values() if r.last_flush + r.interval <= now]
                 for r in due:
                     del self._dirty[id(r)]
                 return due

@@ -13,13 +13,7 @@ from synapse_ray.runtime.progress import (
     ProgressSnapshot,
 )
 from synapse_ray.runtime.progress_state import ProgressState
-from synapse_ray.runtime.reporter import (
-    STEP_FLUSH_HELD,
-    STEP_FLUSH_NOW,
-    STEP_FLUSH_SOON,
-    LocalSink,
-    ProgressReporter,
-)
+from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
 
 
 def ev(kind, step=None, attempt=1, **kw):
@@ -126,27 +120,38 @@ class _SendingThreads:
         self.arrived.set()
 
 
-@pytest.mark.parametrize("policy", [STEP_FLUSH_NOW, STEP_FLUSH_SOON, STEP_FLUSH_HELD])
-def test_step_end_leaves_as_its_flush_policy_says(policy):
+def test_step_ends_flush_at_once_by_default():
     sink = _SendingThreads()
-    reporter = ProgressReporter(sink, interval=30.0)  # the interval alone would hold it 30 s
-    reporter.step_flush = policy
+    reporter = ProgressReporter(sink, interval=30.0)  # the interval alone would hold them 30 s
     reporter.begin_step("train")
     reporter.end_step(StepStatus.SUCCEEDED.value)
-    caller = threading.current_thread().name
-    if policy == STEP_FLUSH_NOW:  # sent before end_step returned, by the caller
-        assert [name for name, _ in sink.batches] == [caller]
-    elif policy == STEP_FLUSH_SOON:  # by the sender thread, at once rather than after the interval
-        assert sink.arrived.wait(5), "the sender did not push the step end"
-        assert [name for name, _ in sink.batches] == ["synapse-ray-progress"]
-    else:  # held for whoever detaches the reporter (a Ray worker's result)
-        assert not sink.arrived.wait(0.3)
-        events, _ = reporter.detach()
-        assert [e.status for e in events] == ["running", "succeeded"]
-        return
+    assert [name for name, _ in sink.batches] == [threading.current_thread().name]  # before it returned
     sent = [e for _, batch in sink.batches for e in batch]
     assert [(e.kind, e.status) for e in sent] == [(STEP, "running"), (STEP, "succeeded")]
-    reporter.close()
+
+
+def test_step_ends_not_flushed_leave_with_the_senders_next_batch():
+    sink = _SendingThreads()
+    reporter = ProgressReporter(sink, interval=1.0)
+    reporter.flush_step_events = False
+    reporter.begin_step("train")
+    reporter.end_step(StepStatus.SUCCEEDED.value)
+    assert sink.batches == []  # the caller sent nothing
+    assert sink.arrived.wait(5), "the sender never sent the step end"
+    assert [name for name, _ in sink.batches] == ["synapse-ray-progress"]
+    sent = [e for _, batch in sink.batches for e in batch]
+    assert [(e.kind, e.status) for e in sent] == [(STEP, "running"), (STEP, "succeeded")]
+
+
+def test_step_ends_not_flushed_are_handed_back_by_detach():
+    sink = _SendingThreads()
+    reporter = ProgressReporter(sink, interval=30.0)
+    reporter.flush_step_events = False
+    reporter.begin_step("train")
+    reporter.end_step(StepStatus.SUCCEEDED.value)
+    events, in_flight = reporter.detach()
+    assert [e.status for e in events] == ["running", "succeeded"] and in_flight == []
+    assert sink.batches == []
 
 
 def test_clamping_warns_once_and_never_raises(caplog):

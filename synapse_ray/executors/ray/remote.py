@@ -20,7 +20,6 @@ from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.pickling import Pickled
 from synapse_ray.runtime.progress import ProgressEvent
-from synapse_ray.runtime.reporter import STEP_FLUSH_HELD
 from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.placement import InProcessPlacement, execute_step, rollback_step
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -61,7 +60,7 @@ def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
     """Build the action in this worker and run it, steps in-process."""
     _configure_worker_logging()
     runtime.step_placement = InProcessPlacement()
-    runtime.progress.step_flush = STEP_FLUSH_HELD  # the tail of Outcome carries them
+    runtime.progress.flush_step_events = False  # the tail of Outcome carries them
     action = cls(params, runtime)
     try:
         value = action.run()
