@@ -94,7 +94,11 @@ class RayActorPlacement:
                 return self._last[1]
             if self._last is not None:
                 self._release_if_unneeded(self._last[1])
-            actor = remote_step_worker().options(max_restarts=0, max_concurrency=1, **opts).remote()
+            actor = (
+                remote_step_worker()
+                .options(max_restarts=0, max_concurrency=1, **opts)
+                .remote(self.store_threshold)
+            )
             self._actors.append(actor)
             self._last = (key, actor)
             return actor
@@ -120,7 +124,7 @@ class RayActorPlacement:
         if has_rollback(step):
             self._by_step[step.name] = actor
         try:
-            ref = actor.run_step.remote(step, ctx, attempt, self.store_threshold)
+            ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
         except Exception:
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise

@@ -80,18 +80,18 @@ class StepWorker:
     step wrote are on this machine.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: float = DEFAULT_STORE_THRESHOLD) -> None:
         self._pending: dict[str, Pickled] = {}
+        self._threshold = threshold  # fixed per run: one argument less to ship per step
 
-    def run_step(
-        self, step: BaseStep[Any], ctx: Any, attempt: int, threshold: float = DEFAULT_STORE_THRESHOLD
-    ) -> tuple[Outcome, ContextChanges]:
+    def run_step(self, step: BaseStep[Any], ctx: Any) -> tuple[Outcome, ContextChanges]:
+        """Run one attempt of ``step`` (``ctx.attempt`` says which)."""
         _configure_worker_logging()
         self._pending = {}
         try:
             before = receive(ctx)
             result = execute_step(step, ctx)
-            changes, self._pending = collect(ctx, before, step.name, threshold)
+            changes, self._pending = collect(ctx, before, step.name, self._threshold)
         except BaseException:
             ctx.runtime_ctx.progress.close()
             raise
