@@ -37,7 +37,6 @@ from synapse_ray import BaseTrainAction, RayExecutor, RuntimeContext, map_shards
 from synapse_ray.executors.ray import shards as ray_shards  # noqa: E402
 
 Trace = tuple[int, float, float, float, int]  # pid, start, end, CPU seconds, index
-_submitted: dict[int, float] = {}
 
 
 def burn(loops: int) -> int:
@@ -57,21 +56,30 @@ def traced(shard: tuple[int, int]) -> Trace:
 class _TimedSession(ray_shards.RayShardSession):
     """The Ray session, noting when each shard is submitted (to find stalls)."""
 
+    submitted: dict[int, float]
+
     def submit(self, task: Any) -> None:
-        _submitted[task.index] = time.time()
+        self.submitted[task.index] = time.time()
         super().submit(task)
 
 
 class _TimedRunner(ray_shards.RayShardRunner):
+    """Built where the mapper runs, so ``submitted`` is filled in that process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submitted: dict[int, float] = {}
+
     def open(self, job: Any) -> _TimedSession:
-        return _TimedSession(job, self.crash_retries)
+        session = _TimedSession(job, self.crash_retries)
+        session.submitted = self.submitted
+        return session
 
 
-def _ours(target: Any, shards: list[tuple[int, int]]) -> dict[str, Any]:
-    _submitted.clear()
+def _ours(target: Any, runner: _TimedRunner, shards: list[tuple[int, int]]) -> dict[str, Any]:
     cpu = time.process_time()
     out = list(map_shards(target, traced, shards))
-    return {"out": out, "submitted": dict(_submitted), "owner_cpu": time.process_time() - cpu}
+    return {"out": out, "submitted": dict(runner.submitted), "owner_cpu": time.process_time() - cpu}
 
 
 def raw_in_task(shards: list[tuple[int, int]]) -> dict[str, Any]:
@@ -84,7 +92,8 @@ def raw_in_task(shards: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 def ours_in_task(shards: list[tuple[int, int]]) -> dict[str, Any]:
-    return _ours(RuntimeContext(shard_runner=_TimedRunner()), shards)
+    runner = _TimedRunner()
+    return _ours(RuntimeContext(shard_runner=runner), runner, shards)
 
 
 class Params(BaseModel):
@@ -95,8 +104,8 @@ class TimelineStep(BaseTrainAction[Params]):
     action_name = "bench_shards_timeline"
 
     def execute(self) -> dict[str, Any]:
-        self.runtime_ctx.shard_runner = _TimedRunner()
-        return _ours(self, self.params.shards)
+        runner = self.runtime_ctx.shard_runner = _TimedRunner()
+        return _ours(self, runner, self.params.shards)
 
 
 def report(name: str, wall: float, res: dict[str, Any], cpus: int) -> None:
