@@ -6,10 +6,15 @@ Arms (interleaved per round, medians reported):
 
 1. serial: every shard in this process, one after another (once).
 2. raw: ``ray.get([f.remote(s) for s in shards])``.
-3. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
-4. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
+3. raw, in a task (info): one Ray task that runs arm 2 itself, so its shards are
+   children of a task as ours are in a step. Ray starts workers at nice 15
+   (``RAY_worker_niceness``), so an owner inside a task reacts to completions at
+   worker priority while the driver's runs at the shell's; on a loaded machine
+   that alone widens the gap between one task and the next on each worker.
+4. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
+5. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
    (what users run: the mapper is itself a Ray task, shards are its children).
-5. Ray Data: ``ray.data.range(n).map(f)`` (only when ``ray.data`` imports: it needs pyarrow).
+6. Ray Data: ``ray.data.range(n).map(f)`` (only when ``ray.data`` imports: it needs pyarrow).
 
 Then driver memory: a fresh process maps 1,000 and another 20,000 tiny shards
 (``iter_shards`` over a generator) against the same cluster; peak RSS of each.
@@ -80,6 +85,14 @@ class ShardsInAStep(BaseTrainAction[BenchParams]):
         return len(map_shards(self, burn, [p.loops] * p.shards))
 
 
+def raw_in_task(loops: list[int]) -> int:
+    """Arm 3: ``ray.get([f.remote(s) ...])`` run by a Ray task instead of the driver."""
+    import ray
+
+    remote_burn = ray.remote(burn)
+    return len(ray.get([remote_burn.remote(s) for s in loops]))
+
+
 def timed(fn: Any) -> float:
     started = time.perf_counter()
     fn()
@@ -118,13 +131,15 @@ def main() -> None:
 
     loops = calibrate(args.work_ms)
     n = args.shards
-    ctx = ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # a cluster of its own, even when another one was started on this machine with `ray start`
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     cpus = int(ray.cluster_resources()["CPU"])
     print(
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
         f"ray CPUs {cpus}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     remote_burn = ray.remote(burn)
+    remote_raw_in_task = ray.remote(raw_in_task)
     rt = RuntimeContext(shard_runner=RayShardRunner())
     executor = RayExecutor(mode="task")
     try:
@@ -138,6 +153,7 @@ def main() -> None:
     shards = [loops] * n
     arms: dict[str, Any] = {
         "raw": lambda: ray.get([remote_burn.remote(s) for s in shards]),
+        "raw_in_task": lambda: ray.get(remote_raw_in_task.remote(shards)),
         "ours_driver": lambda: map_shards(rt, burn, shards),
         "ours_step": lambda: executor.execute(ShardsInAStep, {"shards": n, "loops": loops}),
     }
@@ -150,6 +166,7 @@ def main() -> None:
     # warm up, small: worker processes, function exports, the aggregator, Ray Data's executor
     few = [1000] * cpus
     ray.get([remote_burn.remote(s) for s in few])
+    ray.get(remote_raw_in_task.remote(few))
     map_shards(rt, burn, few)
     executor.execute(ShardsInAStep, {"shards": cpus, "loops": 1000})
     if rd is not None:
@@ -159,7 +176,11 @@ def main() -> None:
     for r in range(args.rounds):
         for name, arm in arms.items():
             times[name].append(timed(arm))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+            + f" (load {os.getloadavg()[0]:.2f})"
+        )
     cpu_started = time.process_time()
     serial = timed(lambda: [burn(s) for s in shards])
     serial_cpu = time.process_time() - cpu_started
@@ -188,6 +209,10 @@ def main() -> None:
         f"2. ours / raw ray.get([f.remote(s) ...]): in a step {ratio:.3f}x, from the driver "
         f"{ratio_driver:.3f}x (goal <= 1.05x) {verdict(ratio <= 1.05)}"
     )
+    print(
+        f"   info: raw in a task / raw {med['raw_in_task'] / med['raw']:.3f}x; ours in a step / raw in a "
+        f"task {med['ours_step'] / med['raw_in_task']:.3f}x (both owners are Ray workers)"
+    )
     if rd is not None:
         print(f"3. ours (in a step) / Ray Data map: {med['ours_step'] / med['ray_data']:.3f}x (report only)")
     else:
@@ -211,6 +236,7 @@ def main() -> None:
         f"(after warm-up {small['base_mib']:.1f} / {big['base_mib']:.1f} MiB) (goal within 10 %) "
         f"{verdict(abs(growth) <= 0.10)}"
     )
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ray.shutdown()
 
 
