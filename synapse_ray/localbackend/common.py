@@ -49,7 +49,7 @@ class Limits:
     """What one request may ask of the server (see "Limits" in docs/backend.md)."""
 
     max_json_bytes: int = 16 * 1024 * 1024  # a JSON body costs ~4x its size while parsed
-    max_chunk_bytes: int = 256 * 1024 * 1024  # the client sends 8 MiB chunks by default
+    max_chunk_bytes: int = 256 * 1024 * 1024  # the client sends 50 MiB chunks by default
     max_upload_bytes: int = 1024 * GiB
     max_open_uploads: int = 100  # per tenant, uploads not yet complete
     free_disk_margin: int = 256 * 1024 * 1024  # left free after a declared upload

@@ -20,7 +20,7 @@ def test_defaults_and_trailing_slash() -> None:
     assert spec.token is None and spec.tenant is None
     assert (spec.connect_timeout, spec.read_timeout) == (5.0, 60.0)
     assert (spec.max_retries, spec.backoff, spec.chunk_size) == (3, 0.5, DEFAULT_CHUNK_SIZE)
-    assert DEFAULT_CHUNK_SIZE == 8 * 1024 * 1024
+    assert DEFAULT_CHUNK_SIZE == 50 * 1024 * 1024  # as upstream synapse-sdk
     assert BackendSpec(base_url="https://h/api/").base_url == "https://h/api/"
 
 
