@@ -88,6 +88,15 @@ def test_train_context_round_trip(dumper, ray_pickler):
     assert copy.extra(1) == 2
 
 
+@pytest.mark.parametrize("dumper", DUMPERS)
+def test_attributes_naming_one_object_still_do_after_the_trip(dumper):
+    """The values travel as one pickle, so a shared object stays shared, as in-process."""
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    ctx.history = ctx.dataset = [1, 2]
+    copy = dumper.loads(dumper.dumps(ctx))
+    assert copy.history is copy.dataset and copy.history == [1, 2]
+
+
 def test_local_sink_does_not_travel():
     rt = RuntimeContext(progress=ProgressReporter(LocalSink(ProgressState())))
     copy = pickle.loads(pickle.dumps(rt))
