@@ -9,11 +9,13 @@ kill switch they plug in.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from synapse_ray.executors.runners import RUNNERS
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.progress import ProgressSnapshot
 from synapse_ray.runtime.status import RunStatus
@@ -57,14 +59,10 @@ class RunHandle:
         self._result: Any = None
         self._error: BaseException | None = None
         self._final: RunStatus | None = None
-        self._thread: threading.Thread | None = None
 
     # -- the run ---------------------------------------------------------------
     def start(self, work: Callable[[], Any]) -> RunHandle:
-        self._thread = threading.Thread(
-            target=self._main, args=(work,), daemon=True, name=f"synapse-ray-run-{self.run_id}"
-        )
-        self._thread.start()
+        RUNNERS.start(functools.partial(self._main, work))
         return self
 
     def _main(self, work: Callable[[], Any]) -> None:
