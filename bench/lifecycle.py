@@ -71,11 +71,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def held_per_run(run_once: Any, runs: int, warmup: int = 20) -> tuple[float, float]:
+def held_per_run(run_once: Any, settle: Any, runs: int, warmup: int = 20) -> tuple[float, float]:
     """Bytes of Python allocations still held after ``runs`` runs, per run; and the
-    same over the second half only (a leak grows in both halves, a cache only in the first)."""
+    same over the second half only (a leak grows in both halves, a cache only in the first).
+
+    ``settle`` waits until every run that ended has finished its bookkeeping, after
+    the warm-up too: the kept run threads a backlog made (the aggregator answers
+    slowly while it starts) are there before counting starts, as in a warm driver."""
     for _ in range(warmup):
         run_once()
+    settle()
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
@@ -86,7 +91,7 @@ def held_per_run(run_once: Any, runs: int, warmup: int = 20) -> tuple[float, flo
     mid = tracemalloc.get_traced_memory()[0]
     for _ in range(runs - half):
         run_once()
-    time.sleep(0.5)  # run threads finish their bookkeeping
+    settle()  # run threads finish their bookkeeping
     gc.collect()
     end = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -103,7 +108,9 @@ def fig_memory(ours: Any, runs: int) -> list[str]:
         "ray actors": (RayExecutor(mode="actors"), ours.OneStepAction),
     }
     for name, (ex, action) in arms.items():
-        per_run, second_half = held_per_run(lambda ex=ex, action=action: ex.execute(action, {}), runs)
+        per_run, second_half = held_per_run(
+            lambda ex=ex, action=action: ex.execute(action, {}), lambda ex=ex: ex.close(timeout=30), runs
+        )
         ok = per_run < 1024 and second_half < 1024
         lines.append(
             f"1. driver memory per run, {name}: {per_run:.0f} B/run over {runs} runs "

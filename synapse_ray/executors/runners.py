@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-IDLE_S = 30.0
+IDLE_S = 10.0
 
 
 class Runners:
