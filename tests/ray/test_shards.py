@@ -159,8 +159,10 @@ def test_class_fn_runs_on_an_actor_pool_built_once_per_worker(tmp_path):
     out = ex.execute(ShardAction, {"n": 40, "pool": True, "max_in_flight": 3})
     assert [r["square"] for r in out["results"]] == [x * x for x in range(40)]
     inits = [n for n in read_notes(log) if n["event"] == "init"]
-    pids = {r["pid"] for r in out["results"]}
-    assert 1 <= len(inits) <= 3 and pids == {n["pid"] for n in inits}
+    init_pids = [n["pid"] for n in inits]
+    assert 1 <= len(inits) <= 3 and len(set(init_pids)) == len(init_pids)  # once per worker
+    # every shard ran on a worker that was set up; one set up late may have had none left
+    assert {r["pid"] for r in out["results"]} <= set(init_pids)
 
 
 def test_cancel_mid_fan_out_stops_submitting_and_cancels_running_shards(tmp_path):
