@@ -185,17 +185,15 @@ class TaskRun:
         self.runtime = runtime
         self.options = options
         self.max_retries = max_retries
+        self._task = remote_run_action().options(max_retries=0, retry_exceptions=False, **options)
         self._ref: Any = None
 
     def launch(self) -> None:
         """Submit the first attempt from the caller's thread, so a short run's task is
-        already running while the run thread that waits for it starts."""
-        self._task = remote_run_action().options(max_retries=0, retry_exceptions=False, **self.options)
+        already running while the run thread that waits for it (``__call__``) starts."""
         self._ref = self._task.remote(self.cls, self.params, self.runtime)
 
     def __call__(self) -> Any:
-        if self._ref is None:
-            self.launch()
         try:
             outcome = self._outcome()
         finally:
