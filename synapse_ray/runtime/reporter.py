@@ -264,6 +264,9 @@ class ProgressReporter:
                     self.sink.send(events)
                 except Exception as exc:  # noqa: BLE001 - progress must never break a run
                     _log().warning("progress_send_failed", error=repr(exc), events=len(events))
+        with self._lock:  # a mark made after the drain sets _dirty first (under this lock): kept
+            if not self._dirty:
+                _SENDER.forget(self)  # nothing left to send: the sender holds this run no longer
 
     def detach(self) -> tuple[list[ProgressEvent], list[Any]]:
         """Leave the sender; hand back the unsent events and the refs of sends still in flight.
@@ -272,6 +275,7 @@ class ProgressReporter:
         reporter sent can land after what is forwarded (or after a final status).
         """
         self._closed = True  # a detached reporter is never marked for the sender again
+        _SENDER.forget(self)
         with self._send_lock:  # a batch the sender is sending leaves first
             events = self._drain()
             take = getattr(self.sink, "take_in_flight", None)
@@ -302,10 +306,11 @@ class _Sender:
 
     It sleeps on a condition until some reporter is marked dirty, then sends
     that reporter's batch once its interval since the last send has passed.
-    Only dirty reporters are held (strongly, until sent), so a finished run's
-    reporter is free to go. Worker processes are reused across tasks, so a
-    task pays no thread start; a thread that died (or a forked child without
-    one) is started again on the next mark.
+    Only dirty reporters are held (strongly, until sent by the sender or by
+    their own flush), so a finished run's reporter is free to go at once.
+    Worker processes are reused across tasks, so a task pays no thread start;
+    a thread that died (or a forked child without one) is started again on
+    the next mark.
     """
 
     def __init__(self) -> None:
@@ -324,6 +329,11 @@ class _Sender:
                 self._thread = threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True)
                 self._thread.start()
             self._cond.notify()
+
+    def forget(self, reporter: ProgressReporter) -> None:
+        """Drop a reporter a caller flushed itself (its state is free to go at once)."""
+        with self._cond:
+            self._dirty.pop(id(reporter), None)
 
     def pending(self) -> int:
         with self._cond:

@@ -82,6 +82,31 @@ def test_sender_holds_no_reporter_once_sent():
     assert ref() is None  # nothing in the sender keeps a finished reporter alive
 
 
+def test_a_reporter_its_caller_flushed_is_free_at_once():
+    """A run that ends flushes its own reporter; the sender must not hold it (and
+    the run's state) until its next interval: a tight loop of short runs would
+    keep the last interval's runs alive."""
+    reporter = ProgressReporter(_ListSink(), interval=60.0)
+    reporter.update("train", 1, 2)  # marked: the sender would send it in 60 s
+    reporter.flush()
+    assert [e.current for e in reporter.sink.events] == [1]
+    ref = weakref.ref(reporter)
+    del reporter
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_mark_after_a_flush_is_still_sent():
+    reporter = ProgressReporter(_ListSink(), interval=0.01)
+    reporter.update("train", 1, 2)
+    reporter.flush()
+    reporter.update("train", 2, 2)  # after the flush: the sender must still send it
+    deadline = time.monotonic() + 5
+    while [e.current for e in reporter.sink.events] != [1, 2] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [e.current for e in reporter.sink.events] == [1, 2]
+
+
 def test_a_new_run_attempt_restarts_steps_and_drops_stragglers():
     state = ProgressState(run_id="r")
     plan = ProgressPlan.from_weights([("execute", 1.0)])
