@@ -4,13 +4,15 @@
 
 Arms (interleaved per round, medians reported):
 
-1. serial: every shard in this process, one after another (once).
+1. serial: every shard in this process, one after another. It runs in every
+   round like the other arms: this VM's CPU speed drifts by 10 % over minutes,
+   and a serial time taken once, minutes away from the arms, moved the
+   efficiency by as much.
 2. raw: ``ray.get([f.remote(s) for s in shards])``.
 3. raw, in a task (info): one Ray task that runs arm 2 itself, so its shards are
-   children of a task as ours are in a step. Ray starts workers at nice 15
-   (``RAY_worker_niceness``), so an owner inside a task reacts to completions at
-   worker priority while the driver's runs at the shell's; on a loaded machine
-   that alone widens the gap between one task and the next on each worker.
+   children of a task as ours are in a step. Owning the shards from a task is
+   slower than from the driver by itself (1 to 9 % here). Not because Ray
+   starts workers at nice 15: with ``RAY_worker_niceness=0`` the gap stayed.
 4. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
 5. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
    (what users run: the mapper is itself a Ray task, shards are its children).
@@ -198,7 +200,16 @@ def main() -> None:
         rd = None
         print(f"Ray Data arm skipped: {exc}")
     shards = [loops] * n
+    serial_cpu_times: list[float] = []
+
+    def serial_arm() -> None:
+        started = time.process_time()
+        for s in shards:
+            burn(s)
+        serial_cpu_times.append(time.process_time() - started)
+
     arms: dict[str, Any] = {
+        "serial": serial_arm,
         "raw": lambda: ray.get([remote_burn.remote(s) for s in shards]),
         "raw_in_task": lambda: ray.get(remote_raw_in_task.remote(shards)),
         "ours_driver": lambda: map_shards(rt, burn, shards),
@@ -213,10 +224,8 @@ def main() -> None:
 
     times: dict[str, list[float]] = {k: [] for k in arms}
     run_rounds(arms, times, args.rounds)
-    cpu_started = time.process_time()
-    serial = timed(lambda: [burn(s) for s in shards])
-    serial_cpu = time.process_time() - cpu_started
     med = {k: statistics.median(v) for k, v in times.items()}
+    serial, serial_cpu = med["serial"], statistics.median(serial_cpu_times)
     per_shard = serial / n * 1000
     print(
         f"\n{n} shards x {per_shard:.0f} ms on {cpus} CPUs; serial {serial:.2f} s (CPU {serial_cpu:.2f} s); "
