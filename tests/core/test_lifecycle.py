@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from synapse_ray import ClusterError, LocalExecutor, RunStatus
+from synapse_ray.executors.handle import RunHandle
+from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.progress import PLAN, PROGRESS, RUN, STEP, ProgressEvent, ProgressPlan
 from synapse_ray.runtime.progress_state import ProgressState
 from synapse_ray.runtime.reporter import _SENDER, ProgressReporter
@@ -49,6 +51,49 @@ class _ListSink:
 
     def send(self, events: list[ProgressEvent]) -> None:
         self.events.extend(events)
+
+
+class _OrderedSink(_ListSink):
+    """Records each batch sent and each sync, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    def send(self, events: list[ProgressEvent]) -> None:
+        super().send(events)
+        self.log.append("+".join(e.kind for e in events))
+
+    def sync(self) -> int:
+        self.log.append("sync")
+        return 0
+
+
+class _QuietSource:
+    def finish(self, timeout: float) -> None:
+        return None
+
+
+def test_the_final_status_leaves_after_every_earlier_batch_has_landed():
+    """The Ray aggregator is an async actor: two calls from one caller may run out of
+    order. A run's state drops step progress that arrives after the run's end, so
+    everything sent before must have landed (sink.sync) before the final status goes."""
+    sink = _OrderedSink()
+    rt = RuntimeContext(progress=ProgressReporter(sink, interval=0.0))
+    tail = [ProgressEvent(PROGRESS, "execute", 1, "train", 2, 2)]
+
+    def work() -> str:
+        rt.progress.forward(tail)  # a worker's last events, as task mode forwards them
+        return "ok"
+
+    handle = RunHandle(rt, _QuietSource()).start(work)
+    assert handle.result(timeout=10) == "ok"
+    assert handle.wait_settled(10)
+    final = next(i for i, entry in enumerate(sink.log) if entry.endswith("run"))
+    sent_before = [i for i, entry in enumerate(sink.log[:final]) if entry != "sync"]
+    assert sent_before, sink.log  # the tail left in a batch of its own...
+    assert "sync" in sink.log[sent_before[-1] : final], sink.log  # ...and landed before the status
+    assert [e.kind for e in sink.events][-1] == RUN
 
 
 def test_sender_restarts_after_its_thread_died():
