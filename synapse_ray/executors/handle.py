@@ -89,7 +89,8 @@ class RunHandle:
             rt.progress.flush(wait=True)
             rt.progress.run_status(status.value, str(error) if error else None)
             self.source.finish(FINAL_RECORD_TIMEOUT)  # with a job, its record shows the outcome first
-        except Exception as exc:  # noqa: BLE001 - reporting must never lose the outcome
+        except BaseException as exc:  # noqa: BLE001 - reporting must never lose the outcome (Ray shutting
+            # down raises SystemExit in this daemon thread: the outcome is recorded already)
             rt.logger.warning("final_progress_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             self._settled.set()
