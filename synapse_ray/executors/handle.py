@@ -83,11 +83,8 @@ class RunHandle:
             self._done.set()  # no record to wait for: the caller need not wait for the bookkeeping
             time.sleep(0)  # let a waiting caller take the GIL before the bookkeeping below
         try:
-            # Every batch sent before has landed before the final status leaves: the Ray
-            # aggregator is an async actor, which may run two calls from one caller out of
-            # order, and a run's state drops step progress that arrives after its end.
-            rt.progress.flush(wait=True)
-            rt.progress.run_status(status.value, str(error) if error else None)
+            # after every batch sent before has landed (see final_status)
+            rt.progress.final_status(status.value, str(error) if error else None)
             self.source.finish(FINAL_RECORD_TIMEOUT)  # with a job, its record shows the outcome first
         except BaseException as exc:  # noqa: BLE001 - reporting must never lose the outcome (Ray shutting
             # down raises SystemExit in this daemon thread: the outcome is recorded already)

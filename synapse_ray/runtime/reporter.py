@@ -214,6 +214,25 @@ class ProgressReporter:
         self._queue(self._event(RUN, status=status, data=data))
         self.flush()
 
+    def final_status(self, status: str, error: str | None = None) -> None:
+        """The run's last word, with whatever is still queued, in one batch.
+
+        It leaves only once every batch this reporter sent before has landed:
+        the Ray aggregator is an async actor, which may run two calls from one
+        caller out of order, and a run's state drops step progress that
+        arrives after its end. The send lock is held throughout, so no batch
+        of the sender's can slip in between.
+        """
+        data = {"error": error} if error else None
+        self.last_flush = time.monotonic()
+        with self._send_lock:
+            self._sync()
+            with self._lock:
+                self._drain_pending_locked()
+                self._outbox.append(self._event(RUN, status=status, data=data))
+            self._send_drained()
+        self._release_if_clean()
+
     # -- batching ------------------------------------------------------
     def _drain_pending_locked(self) -> None:
         if self._pending:
@@ -258,12 +277,19 @@ class ProgressReporter:
     def _flush(self) -> None:
         self.last_flush = time.monotonic()
         with self._send_lock:  # drain under the send lock so batches leave in order
-            events = self._drain()
-            if events:
-                try:
-                    self.sink.send(events)
-                except Exception as exc:  # noqa: BLE001 - progress must never break a run
-                    _log().warning("progress_send_failed", error=repr(exc), events=len(events))
+            self._send_drained()
+        self._release_if_clean()
+
+    def _send_drained(self) -> None:
+        """Send what is queued; the caller holds the send lock."""
+        events = self._drain()
+        if events:
+            try:
+                self.sink.send(events)
+            except Exception as exc:  # noqa: BLE001 - progress must never break a run
+                _log().warning("progress_send_failed", error=repr(exc), events=len(events))
+
+    def _release_if_clean(self) -> None:
         with self._lock:  # a mark made after the drain sets _dirty first (under this lock): kept
             if not self._dirty:
                 _SENDER.forget(self)  # nothing left to send: the sender holds this run no longer
@@ -281,16 +307,20 @@ class ProgressReporter:
             take = getattr(self.sink, "take_in_flight", None)
             return events, (take() if take is not None else [])
 
-    def forward(self, events: list[ProgressEvent]) -> None:
+    def forward(self, events: list[ProgressEvent], wake: bool = True) -> None:
         """Queue events another process collected, in order with this reporter's own.
 
-        They leave with the next flush (the step end or final status that follows).
+        They leave with the sender's next batch, or with the next flush; with
+        ``wake=False`` the sender is not told (the caller's final status follows
+        at once and takes them along in its own batch).
         """
         if not events:
             return
         with self._lock:
             self._drain_pending_locked()
             self._outbox.extend(events)
+            if not wake:
+                return
             wake, self._dirty = not self._dirty, True
         if wake:
             _SENDER.mark(self)

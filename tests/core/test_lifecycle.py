@@ -77,23 +77,27 @@ class _QuietSource:
 def test_the_final_status_leaves_after_every_earlier_batch_has_landed():
     """The Ray aggregator is an async actor: two calls from one caller may run out of
     order. A run's state drops step progress that arrives after the run's end, so
-    everything sent before must have landed (sink.sync) before the final status goes."""
+    everything sent before must have landed (sink.sync) before the final status goes,
+    and a forwarded tail leaves in the final status's own batch."""
     sink = _OrderedSink()
     rt = RuntimeContext(progress=ProgressReporter(sink, interval=0.0))
     tail = [ProgressEvent(PROGRESS, "execute", 1, "train", 2, 2)]
 
     def work() -> str:
-        rt.progress.forward(tail)  # a worker's last events, as task mode forwards them
+        rt.progress.update("train", 1, 2)
+        rt.progress.flush()  # a batch already on its way
+        rt.progress.forward(tail, wake=False)  # a worker's last events, as task mode forwards them
         return "ok"
 
     handle = RunHandle(rt, _QuietSource()).start(work)
     assert handle.result(timeout=10) == "ok"
     assert handle.wait_settled(10)
-    final = next(i for i, entry in enumerate(sink.log) if entry.endswith("run"))
-    sent_before = [i for i, entry in enumerate(sink.log[:final]) if entry != "sync"]
-    assert sent_before, sink.log  # the tail left in a batch of its own...
-    assert "sync" in sink.log[sent_before[-1] : final], sink.log  # ...and landed before the status
-    assert [e.kind for e in sink.events][-1] == RUN
+    final = len(sink.log) - 1
+    assert sink.log[final].endswith("run"), sink.log
+    earlier = [i for i, entry in enumerate(sink.log[:final]) if entry != "sync"]
+    assert earlier, sink.log  # the flushed batch went before the final one...
+    assert "sync" in sink.log[earlier[-1] + 1 : final], sink.log  # ...and landed before it left
+    assert [(e.kind, e.current) for e in sink.events] == [(PROGRESS, 1), (PROGRESS, 2), (RUN, 0.0)]
 
 
 def test_sender_restarts_after_its_thread_died():

@@ -198,7 +198,8 @@ class TaskRun:
             outcome = self._outcome()
         finally:
             self._ref = None
-        outcome.forward_progress(self.runtime.progress)  # ahead of the final status the handle sends
+        # ahead of the final status the handle sends next, in its batch
+        outcome.forward_progress(self.runtime.progress, wake=False)
         return outcome.value
 
     def _outcome(self) -> Any:

@@ -35,12 +35,12 @@ class Outcome:
     tail: list[ProgressEvent]
     in_flight: list[Any]
 
-    def forward_progress(self, reporter: Any, timeout: float = 10.0) -> None:
+    def forward_progress(self, reporter: Any, timeout: float = 10.0, wake: bool = True) -> None:
         if self.in_flight:
             import ray
 
             ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=timeout)
-        reporter.forward(self.tail)
+        reporter.forward(self.tail, wake=wake)
 
 
 def _configure_worker_logging() -> None:
