@@ -77,8 +77,17 @@ class LocalSink:
         return (NullSink, ())
 
 
+_worker_id: tuple[int, str] | None = None
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid``, looked up once per process: a reporter is rebuilt for every step a
+    worker runs, and the host name lookup was a visible part of that."""
+    global _worker_id
+    pid = os.getpid()
+    if _worker_id is None or _worker_id[0] != pid:  # a forked child is a new worker
+        _worker_id = (pid, f"{socket.gethostname()}:{pid}")
+    return _worker_id[1]
 
 
 class ProgressReporter:

@@ -227,3 +227,30 @@ def test_late_batches_never_move_a_category_or_step_backwards():
     # a new attempt does reopen the step
     state.apply([ev(STEP, "a", 2, status="running")])
     assert state.snapshot().steps["a"].status is StepStatus.RUNNING
+
+
+def test_worker_id_is_looked_up_once_and_names_a_forked_child_itself(monkeypatch):
+    import os
+    import socket
+
+    from synapse_ray.runtime import reporter
+
+    calls = []
+    monkeypatch.setattr(reporter, "_worker_id", None)
+    monkeypatch.setattr(reporter.socket, "gethostname", lambda: calls.append(1) or "host-a")
+    assert [reporter.worker_id(), reporter.worker_id()] == [f"host-a:{os.getpid()}"] * 2
+    assert len(calls) == 1  # a reporter is built per step; the host name is looked up once
+    monkeypatch.undo()
+    monkeypatch.setattr(reporter, "_worker_id", None)
+    assert reporter.worker_id() == f"{socket.gethostname()}:{os.getpid()}"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new process, so a new id
+        os.write(write, reporter.worker_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child == f"{socket.gethostname()}:{pid}"
+    assert reporter.worker_id() == f"{socket.gethostname()}:{os.getpid()}"
