@@ -213,3 +213,30 @@ def test_artifact_reaches_another_scratch_root_with_its_listing(tmp_path):
     os.utime(there / "meta.txt", ns=(files[0].mtime_ns, files[0].mtime_ns))
     materialize(reader.artifacts["ckpt"], there)  # listing differs (size): written again
     assert (there / "meta.txt").read_text() == "acc=1"
+
+
+def test_step_results_bookkeeping_sends_only_what_a_reused_actor_lacks():
+    from synapse_ray.executors.ray.values import ResultsTail, SentResults, results_in
+
+    sent, actor, other = SentResults(), object(), object()
+    a, b, c = StepResult(data={"n": 1}), StepResult(data={"n": 2}), StepResult(data={"n": 3})
+    results = [a, b]
+    assert sent.shipped(actor, results) is results  # nothing landed yet: all
+    sent.landed(actor, results)
+    results.append(c)
+    tail = sent.shipped(actor, results)
+    assert isinstance(tail, ResultsTail) and tail.start == 2 and tail.items == [c]
+    assert sent.shipped(other, results) is results  # another actor holds none of them
+    replaced = [StepResult(data={"n": 1}), b, c]  # equal, but not the result the actor holds
+    assert sent.shipped(actor, replaced) is replaced
+    sent.reset()
+    assert sent.shipped(actor, results) is results
+
+    # the worker's half: the kept list plus the tail, and a copy kept for next time
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    ctx.step_results = tail
+    kept = results_in(ctx, [a, b])
+    assert ctx.step_results == [a, b, c] and kept == [a, b, c] and kept is not ctx.step_results
+    ctx.step_results = ResultsTail(3, [])
+    with pytest.raises(RuntimeError, match="driver sent results from #3, this actor holds 2"):
+        results_in(ctx, [a, b])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -10,9 +11,9 @@ import pytest
 from synapse_ray import RayExecutor, RuntimeContext, StepError, StepResult, TrainContext
 from synapse_ray.errors import ArtifactError, ContextPicklingError
 from synapse_ray.executors.ray.placement import RayActorPlacement
-from synapse_ray.executors.ray.values import StoredValue
+from synapse_ray.executors.ray.values import ResultsTail, StoredValue
 from synapse_ray.steps.orchestrator import _merge
-from synapse_ray.steps.step import BaseStep
+from synapse_ray.steps.step import BaseStep, StepResources
 from tests.ray.conftest import alive_actors, wait_until
 from tests.ray.data_actions import DataAction
 
@@ -212,3 +213,69 @@ def test_pandas_and_arrow_tables_go_by_reference_and_arrive_as_themselves():
         assert not changes
     finally:
         placement.close()
+
+
+class SeenResultsStep(BaseStep[TrainContext]):
+    """Returns what it saw of ``ctx.step_results``; fails its first attempt when asked."""
+
+    def __init__(self, name: str, fail_once: bool = False, cpus: float | None = None) -> None:
+        self.name = name  # type: ignore[misc]
+        self.fail_once = fail_once
+        if cpus is not None:
+            self.resources = StepResources(num_cpus=cpus)  # type: ignore[misc]
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        if self.fail_once and ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        seen = [r.data.get("name") for r in ctx.step_results]
+        return StepResult(data={"name": self.name, "seen": seen, "pid": os.getpid()})
+
+
+def test_a_reused_actor_gets_only_new_step_results_and_sees_them_all():
+    placement = RayActorPlacement(reuse=True)
+    ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
+    shipped: list[tuple[str, int, int]] = []  # per call: all or a tail, from which result, how many
+    real = placement._results.shipped
+
+    def record(actor: object, results: list[StepResult]) -> object:
+        sent = real(actor, results)
+        tail = isinstance(sent, ResultsTail)
+        shipped.append(("tail", sent.start, len(sent.items)) if tail else ("all", 0, len(sent)))
+        return sent
+
+    placement._results.shipped = record  # type: ignore[method-assign]
+    steps = [
+        SeenResultsStep("a"),
+        SeenResultsStep("b"),
+        SeenResultsStep("c", fail_once=True),  # the failed call: the retry sends every result again
+        SeenResultsStep("d"),
+        SeenResultsStep("e", cpus=0.5),  # other options: a new actor, which gets every result
+        SeenResultsStep("f", cpus=0.5),
+    ]
+    try:
+        pids = []
+        for step in steps:
+            for attempt in (1, 2):
+                ctx.attempt = attempt
+                try:
+                    result, changes = placement.run_step(step, ctx, attempt)
+                except Exception as exc:  # noqa: BLE001 - the planned first failure of "c"
+                    assert "first attempt fails" in str(exc)
+                    continue
+                break
+            _merge(ctx, changes)
+            assert result.data["seen"] == [s.name for s in steps[: len(ctx.step_results)]]
+            ctx.step_results.append(result)
+            pids.append(result.data["pid"])
+    finally:
+        placement.close()
+    assert len(set(pids[:4])) == 1 and len(set(pids[4:])) == 1 and pids[3] != pids[4]
+    assert shipped == [
+        ("all", 0, 0),  # a: the first call to the actor
+        ("tail", 0, 1),  # b: only a's result
+        ("tail", 1, 1),  # c, attempt 1: only b's (then it fails)
+        ("all", 0, 2),  # c, attempt 2: all of them, after the failure
+        ("tail", 2, 1),  # d: only c's
+        ("all", 0, 4),  # e: a new actor gets all four
+        ("tail", 4, 1),  # f: only e's
+    ]

@@ -18,7 +18,13 @@ from synapse_ray.errors import ContextPicklingError, RunCancelledError, WorkerCr
 from synapse_ray.executors.ray.errors import map_ray_errors
 from synapse_ray.executors.ray.remote import remote_step_worker
 from synapse_ray.executors.ray.resources import ResourceView
-from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, store_errors, store_large, stored_in
+from synapse_ray.executors.ray.values import (
+    DEFAULT_STORE_THRESHOLD,
+    SentResults,
+    store_errors,
+    store_large,
+    stored_in,
+)
 from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.context import check_picklable
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -52,6 +58,7 @@ class RayActorPlacement:
         self._last: tuple[str, Any] | None = None
         self._running: Any = None
         self._closed = False
+        self._results = SentResults()  # what the reused actor holds of ctx.step_results
 
     # -- options ---------------------------------------------------------
     def options_for(self, step: BaseStep[Any]) -> dict[str, Any]:
@@ -123,20 +130,28 @@ class RayActorPlacement:
         actor = self._actor_for(step)
         if has_rollback(step):
             self._by_step[step.name] = actor
+        results = ctx.step_results
+        ctx.step_results = self._results.shipped(actor, results)  # serialized by .remote(), then put back
         try:
             ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
         except Exception:
+            ctx.step_results = results
+            self._results.reset()
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise
+        ctx.step_results = results
         self._running = actor
         try:
             with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):
                 outcome, changes = ray.get(ref)
                 self._take_stored(actor, step, changes)
+            self._results.landed(actor, results)
             outcome.forward_progress(ctx.runtime_ctx.progress)
             return outcome.value, changes
-        except WorkerCrashedError:
-            self._forget(actor)
+        except BaseException as exc:
+            self._results.reset()
+            if isinstance(exc, WorkerCrashedError):
+                self._forget(actor)
             raise
         finally:
             self._running = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError, ValueTransferError
@@ -51,7 +52,59 @@ class StoredValue(ByReference):
         return f"<StoredValue {self.slot!r}: {self.type_name}, {self.nbytes} bytes in Ray's object store>"
 
 
+@dataclass
+class ResultsTail:
+    """``ctx.step_results`` as shipped to a reused step actor: only what it has not seen.
+
+    The driver only ever appends to ``step_results``, and the actor keeps the
+    list it was sent last, so shipping the whole list before every step made
+    each step cost more than the one before (about 0.6 ms a step at 100 steps).
+    """
+
+    start: int
+    items: list[Any]
+
+
+class SentResults:
+    """The driver's record of the ``step_results`` a reused actor holds."""
+
+    def __init__(self) -> None:
+        self._actor: Any = None
+        self._sent: list[Any] = []
+
+    def shipped(self, actor: Any, results: list[Any]) -> list[Any] | ResultsTail:
+        """What to send ``actor``: the new results, when it holds every earlier one as they are."""
+        sent = self._sent
+        if actor is not self._actor or len(sent) > len(results):
+            return results
+        if any(a is not b for a, b in zip(sent, results[: len(sent)], strict=True)):
+            return results  # an earlier result was replaced: send them all
+        return ResultsTail(len(sent), results[len(sent) :])
+
+    def landed(self, actor: Any, results: list[Any]) -> None:
+        """``actor`` ran a step with ``results``: it keeps them."""
+        self._actor, self._sent = actor, list(results)
+
+    def reset(self) -> None:
+        """After a failed call: the next one sends every result again."""
+        self._actor, self._sent = None, []
+
+
 # -- worker side -------------------------------------------------------------
+def results_in(ctx: Any, kept: list[Any]) -> list[Any]:
+    """Rebuild ``ctx.step_results`` from a ``ResultsTail`` and what this actor kept; the
+    returned copy is what it keeps for the next step (the step may change its own)."""
+    value = ctx.step_results
+    if isinstance(value, ResultsTail):
+        if value.start > len(kept):  # the driver's record and ours disagree: a bug, never a guess
+            raise RuntimeError(
+                f"step results out of step: the driver sent results from #{value.start}, "
+                f"this actor holds {len(kept)}"
+            )
+        value = ctx.step_results = kept[: value.start] + value.items
+    return list(value)
+
+
 def receive(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
     """Turn references back into values (one ``ray.get``), then fingerprint what the step may change."""
     import ray
