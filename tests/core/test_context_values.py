@@ -216,21 +216,21 @@ def test_artifact_reaches_another_scratch_root_with_its_listing(tmp_path):
 
 
 def test_step_results_bookkeeping_sends_only_what_a_reused_actor_lacks():
-    from synapse_ray.executors.ray.values import ResultsTail, SentResults, results_in
+    from synapse_ray.executors.ray.values import ActorCopy, ResultsTail, results_in
 
-    sent, actor, other = SentResults(), object(), object()
+    sent, actor, other = ActorCopy(), object(), object()
     a, b, c = StepResult(data={"n": 1}), StepResult(data={"n": 2}), StepResult(data={"n": 3})
     results = [a, b]
-    assert sent.shipped(actor, results) is results  # nothing landed yet: all
+    assert sent.results_for(actor, results) is results  # nothing landed yet: all
     sent.landed(actor, results)
     results.append(c)
-    tail = sent.shipped(actor, results)
+    tail = sent.results_for(actor, results)
     assert isinstance(tail, ResultsTail) and tail.start == 2 and tail.items == [c]
-    assert sent.shipped(other, results) is results  # another actor holds none of them
+    assert sent.results_for(other, results) is results  # another actor holds none of them
     replaced = [StepResult(data={"n": 1}), b, c]  # equal, but not the result the actor holds
-    assert sent.shipped(actor, replaced) is replaced
+    assert sent.results_for(actor, replaced) is replaced
     sent.reset()
-    assert sent.shipped(actor, results) is results
+    assert sent.results_for(actor, results) is results
 
     # the worker's half: the kept list plus the tail, and a copy kept for next time
     ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
@@ -240,3 +240,31 @@ def test_step_results_bookkeeping_sends_only_what_a_reused_actor_lacks():
     ctx.step_results = ResultsTail(3, [])
     with pytest.raises(RuntimeError, match="driver sent results from #3, this actor holds 2"):
         results_in(ctx, [a, b])
+
+
+def test_a_reused_actor_binds_its_kept_runtime_to_each_step():
+    from synapse_ray.executors.ray.values import ActorCopy, KeptRuntime, runtime_in
+
+    held, actor = ActorCopy(), object()
+    runtime = RuntimeContext(run_id="r1")
+    runtime.bind_step("a", 1)
+    assert held.runtime_for(actor, runtime) is runtime  # a new actor gets the runtime itself
+    held.landed(actor, [])
+    runtime.bind_step("b", 2)
+    runtime.run_attempt = 3
+    assert held.runtime_for(actor, runtime) == KeptRuntime("b", 2, 3)
+    assert held.runtime_for(object(), runtime) is runtime
+
+    kept = pickle.loads(pickle.dumps(runtime))  # what the actor holds since its first step
+    first_reporter = kept.progress
+    ctx = TrainContext(runtime_ctx=KeptRuntime("c", 2, 3), params=None)
+    assert runtime_in(ctx, kept) is kept and ctx.runtime_ctx is kept
+    assert (kept.step, kept.attempt, kept.run_attempt, kept.run_id) == ("c", 2, 3, "r1")
+    reporter = kept.progress  # a fresh reporter per step, on the same transport
+    assert reporter is not first_reporter and reporter.sink is first_reporter.sink
+    assert (reporter.step, reporter.attempt, reporter.run_attempt) == ("c", 2, 3)
+
+    full = TrainContext(runtime_ctx=runtime, params=None)
+    assert runtime_in(full, kept) is runtime  # a full runtime replaces the kept one
+    with pytest.raises(RuntimeError, match="runtime context out of step"):
+        runtime_in(TrainContext(runtime_ctx=KeptRuntime("d", 1, 1), params=None), None)

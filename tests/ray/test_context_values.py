@@ -11,7 +11,7 @@ import pytest
 from synapse_ray import RayExecutor, RuntimeContext, StepError, StepResult, TrainContext
 from synapse_ray.errors import ArtifactError, ContextPicklingError
 from synapse_ray.executors.ray.placement import RayActorPlacement
-from synapse_ray.executors.ray.values import ResultsTail, StoredValue
+from synapse_ray.executors.ray.values import KeptRuntime, ResultsTail, StoredValue
 from synapse_ray.steps.orchestrator import _merge
 from synapse_ray.steps.step import BaseStep, StepResources
 from tests.ray.conftest import alive_actors, wait_until
@@ -228,22 +228,34 @@ class SeenResultsStep(BaseStep[TrainContext]):
         if self.fail_once and ctx.attempt == 1:
             raise RuntimeError("first attempt fails")
         seen = [r.data.get("name") for r in ctx.step_results]
-        return StepResult(data={"name": self.name, "seen": seen, "pid": os.getpid()})
+        rt = ctx.runtime_ctx
+        bound = (rt.step, rt.attempt, rt.progress.step, rt.progress.attempt, rt.run_attempt)
+        assert bound == (self.name, ctx.attempt, self.name, ctx.attempt, 1), bound
+        data = {"name": self.name, "seen": seen, "pid": os.getpid(), "runtime": id(rt), "run": rt.run_id}
+        return StepResult(data=data)
 
 
-def test_a_reused_actor_gets_only_new_step_results_and_sees_them_all():
+def test_a_reused_actor_keeps_the_runtime_and_gets_only_new_step_results():
     placement = RayActorPlacement(reuse=True)
     ctx = TrainContext(runtime_ctx=RuntimeContext(), params=None)
     shipped: list[tuple[str, int, int]] = []  # per call: all or a tail, from which result, how many
-    real = placement._results.shipped
+    runtimes: list[str] = []  # per call: the runtime context itself, or the step's bindings only
+    held = placement._held
+    real_results, real_runtime = held.results_for, held.runtime_for
 
     def record(actor: object, results: list[StepResult]) -> object:
-        sent = real(actor, results)
+        sent = real_results(actor, results)
         tail = isinstance(sent, ResultsTail)
         shipped.append(("tail", sent.start, len(sent.items)) if tail else ("all", 0, len(sent)))
         return sent
 
-    placement._results.shipped = record  # type: ignore[method-assign]
+    def record_runtime(actor: object, runtime: RuntimeContext) -> object:
+        sent = real_runtime(actor, runtime)
+        runtimes.append("kept" if isinstance(sent, KeptRuntime) else "all")
+        return sent
+
+    held.results_for = record  # type: ignore[method-assign]
+    held.runtime_for = record_runtime  # type: ignore[method-assign]
     steps = [
         SeenResultsStep("a"),
         SeenResultsStep("b"),
@@ -257,6 +269,8 @@ def test_a_reused_actor_gets_only_new_step_results_and_sees_them_all():
         for step in steps:
             for attempt in (1, 2):
                 ctx.attempt = attempt
+                ctx.runtime_ctx.bind_step(step.name, attempt)
+                ctx.runtime_ctx.progress.step, ctx.runtime_ctx.progress.attempt = step.name, attempt
                 try:
                     result, changes = placement.run_step(step, ctx, attempt)
                 except Exception as exc:  # noqa: BLE001 - the planned first failure of "c"
@@ -266,10 +280,14 @@ def test_a_reused_actor_gets_only_new_step_results_and_sees_them_all():
             _merge(ctx, changes)
             assert result.data["seen"] == [s.name for s in steps[: len(ctx.step_results)]]
             ctx.step_results.append(result)
-            pids.append(result.data["pid"])
+            pids.append((result.data["pid"], result.data["runtime"]))
+            assert result.data["run"] == ctx.runtime_ctx.run_id
     finally:
         placement.close()
-    assert len(set(pids[:4])) == 1 and len(set(pids[4:])) == 1 and pids[3] != pids[4]
+    # one actor (and one runtime object in it) for a..d, since the retry of c; another for e, f
+    assert len({pids[0], pids[1]}) == 1 and len(set(pids[2:4])) == 1 and len(set(pids[4:])) == 1
+    assert pids[1][0] == pids[2][0] and pids[1][1] != pids[2][1] and pids[3][0] != pids[4][0]
+    assert runtimes == ["all", "kept", "kept", "all", "kept", "all", "kept"]
     assert shipped == [
         ("all", 0, 0),  # a: the first call to the actor
         ("tail", 0, 1),  # b: only a's result

@@ -20,7 +20,7 @@ from synapse_ray.executors.ray.remote import remote_step_worker
 from synapse_ray.executors.ray.resources import ResourceView
 from synapse_ray.executors.ray.values import (
     DEFAULT_STORE_THRESHOLD,
-    SentResults,
+    ActorCopy,
     store_errors,
     store_large,
     stored_in,
@@ -58,7 +58,7 @@ class RayActorPlacement:
         self._last: tuple[str, Any] | None = None
         self._running: Any = None
         self._closed = False
-        self._results = SentResults()  # what the reused actor holds of ctx.step_results
+        self._held = ActorCopy()  # what the reused actor holds from earlier steps
 
     # -- options ---------------------------------------------------------
     def options_for(self, step: BaseStep[Any]) -> dict[str, Any]:
@@ -130,26 +130,28 @@ class RayActorPlacement:
         actor = self._actor_for(step)
         if has_rollback(step):
             self._by_step[step.name] = actor
-        results = ctx.step_results
-        ctx.step_results = self._results.shipped(actor, results)  # serialized by .remote(), then put back
+        runtime, results = ctx.runtime_ctx, ctx.step_results
+        # what the actor lacks only: serialized by .remote(), then put back
+        ctx.runtime_ctx = self._held.runtime_for(actor, runtime)
+        ctx.step_results = self._held.results_for(actor, results)
         try:
             ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
         except Exception:
-            ctx.step_results = results
-            self._results.reset()
+            ctx.runtime_ctx, ctx.step_results = runtime, results
+            self._held.reset()
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise
-        ctx.step_results = results
+        ctx.runtime_ctx, ctx.step_results = runtime, results
         self._running = actor
         try:
             with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):
                 outcome, changes = ray.get(ref)
                 self._take_stored(actor, step, changes)
-            self._results.landed(actor, results)
+            self._held.landed(actor, results)
             outcome.forward_progress(ctx.runtime_ctx.progress)
             return outcome.value, changes
         except BaseException as exc:
-            self._results.reset()
+            self._held.reset()
             if isinstance(exc, WorkerCrashedError):
                 self._forget(actor)
             raise

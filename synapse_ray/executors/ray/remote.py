@@ -15,7 +15,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive, results_in
+from synapse_ray.executors.ray.values import (
+    DEFAULT_STORE_THRESHOLD,
+    INLINE,
+    collect,
+    receive,
+    results_in,
+    runtime_in,
+)
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.pickling import Pickled
@@ -77,13 +84,15 @@ class StepWorker:
     only the step's changes go back. Large changed values wait here until the
     driver ``take``s them, as return values it owns (see ``values.py``).
     ``rollback`` must run here, where ``execute`` ran: node-local files the
-    step wrote are on this machine. A reused actor keeps the step results it
-    was sent and gets only the new ones (``ResultsTail``).
+    step wrote are on this machine. A reused actor keeps the run's runtime
+    context and the step results it was sent, and gets only each step's
+    bindings and the new results (``KeptRuntime``, ``ResultsTail``).
     """
 
     def __init__(self, threshold: float = DEFAULT_STORE_THRESHOLD) -> None:
         self._pending: dict[str, Pickled] = {}
         self._results: list[Any] = []
+        self._runtime: Any = None
         self._threshold = threshold  # fixed per run: one argument less to ship per step
 
     def run_step(self, step: BaseStep[Any], ctx: Any) -> tuple[Outcome, ContextChanges]:
@@ -91,6 +100,7 @@ class StepWorker:
         _configure_worker_logging()
         self._pending = {}
         try:
+            self._runtime = runtime_in(ctx, self._runtime)
             self._results = results_in(ctx, self._results)
             before = receive(ctx)
             result = execute_step(step, ctx)
