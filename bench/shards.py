@@ -1,6 +1,6 @@
 """map_shards against serial, raw Ray tasks and Ray Data, on the same work, in one run.
 
-    .venv/bin/python bench/shards.py [--rounds 2] [--shards 64] [--work-ms 200]
+    .venv/bin/python bench/shards.py [--rounds 2] [--shards 64] [--work-ms 200] [--worker-soft-limit N]
 
 Arms (interleaved per round, medians reported):
 
@@ -10,9 +10,14 @@ Arms (interleaved per round, medians reported):
    efficiency by as much.
 2. raw: ``ray.get([f.remote(s) for s in shards])``.
 3. raw, in a task (info): one Ray task that runs arm 2 itself, so its shards are
-   children of a task as ours are in a step. Owning the shards from a task is
-   slower than from the driver by itself (1 to 9 % here). Not because Ray
-   starts workers at nice 15: with ``RAY_worker_niceness=0`` the gap stayed.
+   children of a task as ours are in a step. Owning the shards from a task was
+   1 to 13 % slower than from the driver here, and the cause is worker churn:
+   the task holds a worker process and its shards need one per CPU, one more
+   than Ray keeps idle (``num_workers_soft_limit``, the CPU count). After each
+   run Ray stops the extra idle worker, and the next run starts one again
+   (about 0.4 s of CPU on this machine, while a CPU slot waits for it). With
+   ``--worker-soft-limit 3`` the worker pids stay the same run to run and the
+   gap closes. Not Ray's nice-15 workers: ``RAY_worker_niceness=0`` left it.
 4. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
 5. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
    (what users run: the mapper is itself a Ray task, shards are its children).
@@ -174,6 +179,11 @@ def main() -> None:
     parser.add_argument("--rss", type=int, nargs=2, default=[1_000, 20_000])
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker-soft-limit",
+        type=int,
+        help="idle worker processes the cluster keeps (Ray's num_workers_soft_limit; default: its CPUs)",
+    )
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child, args.address)
@@ -183,12 +193,15 @@ def main() -> None:
 
     loops = calibrate(args.work_ms)
     n = args.shards
+    if args.worker_soft_limit is not None:  # read by the raylet this ray.init starts
+        os.environ["RAY_num_workers_soft_limit"] = str(args.worker_soft_limit)
     # a cluster of its own, even when another one was started on this machine with `ray start`
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     cpus = int(ray.cluster_resources()["CPU"])
     print(
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
-        f"ray CPUs {cpus}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"ray CPUs {cpus}, worker soft limit {args.worker_soft_limit or 'Ray default (CPUs)'}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     remote_burn = ray.remote(burn)
     remote_raw_in_task = ray.remote(raw_in_task)

@@ -1,6 +1,7 @@
 """Where the time of a 64-shard fan-out goes: per-shard timelines from inside the workers.
 
     .venv/bin/python bench/shards_timeline.py [--rounds 2] [--shards 64] [--work-ms 200]
+        [--worker-soft-limit N]
 
 ``bench/shards.py`` gives wall times; on a shared 2-core machine they swing
 by 30 % between rounds, so they cannot tell a scheduling fault of ours from
@@ -13,7 +14,10 @@ it. Per arm it prints:
 - stalls: a worker that finished a shard before the mapper had submitted its next
   one (nothing was queued at the owner); a too-small in-flight bound shows here;
 - shard CPU / wall: below 1, the shards themselves were slowed by other processes;
-- the owner's CPU time (the driver, or the task that submits).
+- the owner's CPU time (the driver, or the task that submits);
+- new workers: shard worker pids no earlier fan-out of the run used, i.e. worker
+  processes Ray started for this one (worker churn: an owner inside a task holds
+  a worker itself, one more than Ray keeps idle by default).
 
 Arms: raw ``ray.get([f.remote(s) ...])`` from the driver and from inside a task,
 ours (``map_shards``) inside a plain task and inside a task-mode action step.
@@ -108,8 +112,11 @@ class TimelineStep(BaseTrainAction[Params]):
         return _ours(self, runner, self.params.shards)
 
 
-def report(name: str, wall: float, res: dict[str, Any], cpus: int) -> None:
+def report(name: str, wall: float, res: dict[str, Any], cpus: int, seen: set[int]) -> None:
+    """One line per fan-out; ``seen``: the worker pids of every fan-out before (updated)."""
     out: list[Trace] = res["out"]
+    pids = {t[0] for t in out}
+    started, _ = len(pids - seen), seen.update(pids)
     edges = sorted([(t[1], 1) for t in out] + [(t[2], -1) for t in out])
     running, last, idle = 0, edges[0][0], 0.0
     for at, step in edges:
@@ -130,7 +137,8 @@ def report(name: str, wall: float, res: dict[str, Any], cpus: int) -> None:
     print(
         f"  {name:13s} wall {wall:6.2f} s  idle slot-s {idle:5.2f}  gap median {median:5.1f} ms "
         f"p90 {1000 * gaps[int(0.9 * len(gaps))]:6.1f} ms  stalls {stalls if res['submitted'] else '-':>2}  "
-        f"shard CPU/wall {sum(t[3] for t in out) / busy:.2f}  owner CPU {res['owner_cpu']:.2f} s",
+        f"shard CPU/wall {sum(t[3] for t in out) / busy:.2f}  owner CPU {res['owner_cpu']:.2f} s  "
+        f"new workers {started}",
         flush=True,
     )
 
@@ -140,7 +148,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--shards", type=int, default=64)
     parser.add_argument("--work-ms", type=float, default=200.0)
+    parser.add_argument("--worker-soft-limit", type=int, help="Ray's num_workers_soft_limit (default: CPUs)")
     args = parser.parse_args()
+    if args.worker_soft_limit is not None:  # read by the raylet ray.init starts below
+        os.environ["RAY_num_workers_soft_limit"] = str(args.worker_soft_limit)
 
     import ray
 
@@ -175,13 +186,17 @@ def main() -> None:
     ray.get([remote.remote(s) for s in few])
     ray.get([remote_raw.remote(few), remote_ours.remote(few)])
     executor.execute(TimelineStep, {"shards": few})
-    print(f"ray {ray.__version__}, {args.shards} shards x {args.work_ms:.0f} ms, ray CPUs {cpus}")
+    limit = args.worker_soft_limit or "Ray default (CPUs)"
+    print(
+        f"ray {ray.__version__}, {args.shards} x {args.work_ms:.0f} ms, ray CPUs {cpus}, soft limit {limit}"
+    )
+    seen: set[int] = set()  # shard worker pids so far: a pid not in it is a worker started for that fan-out
     for r in range(args.rounds):
         print(f"round {r + 1}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for name, arm in arms.items():
             started = time.perf_counter()
             res = arm()
-            report(name, time.perf_counter() - started, res, cpus)
+            report(name, time.perf_counter() - started, res, cpus, seen)
     ray.shutdown()
 
 
