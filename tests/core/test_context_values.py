@@ -216,7 +216,7 @@ def test_artifact_reaches_another_scratch_root_with_its_listing(tmp_path):
 
 
 def test_step_results_bookkeeping_sends_only_what_a_reused_actor_lacks():
-    from synapse_ray.executors.ray.values import ActorCopy, ResultsTail, results_in
+    from synapse_ray.executors.ray.kept import ActorCopy, ResultsTail, results_in
 
     sent, actor, other = ActorCopy(), object(), object()
     a, b, c = StepResult(data={"n": 1}), StepResult(data={"n": 2}), StepResult(data={"n": 3})
@@ -243,7 +243,7 @@ def test_step_results_bookkeeping_sends_only_what_a_reused_actor_lacks():
 
 
 def test_a_reused_actor_binds_its_kept_runtime_to_each_step():
-    from synapse_ray.executors.ray.values import ActorCopy, KeptRuntime, runtime_in
+    from synapse_ray.executors.ray.kept import ActorCopy, KeptRuntime, runtime_in
 
     held, actor = ActorCopy(), object()
     runtime = RuntimeContext(run_id="r1")

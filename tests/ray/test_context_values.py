@@ -10,8 +10,9 @@ import pytest
 
 from synapse_ray import RayExecutor, RuntimeContext, StepError, StepResult, TrainContext
 from synapse_ray.errors import ArtifactError, ContextPicklingError
+from synapse_ray.executors.ray.kept import KeptRuntime, ResultsTail
 from synapse_ray.executors.ray.placement import RayActorPlacement
-from synapse_ray.executors.ray.values import KeptRuntime, ResultsTail, StoredValue
+from synapse_ray.executors.ray.values import StoredValue
 from synapse_ray.steps.orchestrator import _merge
 from synapse_ray.steps.step import BaseStep, StepResources
 from tests.ray.conftest import alive_actors, wait_until

@@ -16,15 +16,10 @@ from typing import Any
 
 from synapse_ray.errors import ContextPicklingError, RunCancelledError, WorkerCrashedError
 from synapse_ray.executors.ray.errors import map_ray_errors
+from synapse_ray.executors.ray.kept import ActorCopy
 from synapse_ray.executors.ray.remote import remote_step_worker
 from synapse_ray.executors.ray.resources import ResourceView
-from synapse_ray.executors.ray.values import (
-    DEFAULT_STORE_THRESHOLD,
-    ActorCopy,
-    store_errors,
-    store_large,
-    stored_in,
-)
+from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, store_errors, store_large, stored_in
 from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.context import check_picklable
 from synapse_ray.steps.step import BaseStep, StepResult
@@ -141,7 +136,8 @@ class RayActorPlacement:
             self._held.reset()
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise
-        ctx.runtime_ctx, ctx.step_results = runtime, results
+        finally:
+            ctx.runtime_ctx, ctx.step_results = runtime, results
         self._running = actor
         try:
             with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):

@@ -15,14 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from synapse_ray.executors.ray.values import (
-    DEFAULT_STORE_THRESHOLD,
-    INLINE,
-    collect,
-    receive,
-    results_in,
-    runtime_in,
-)
+from synapse_ray.executors.ray.kept import results_in, runtime_in
+from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.pickling import Pickled
@@ -99,9 +93,9 @@ class StepWorker:
         """Run one attempt of ``step`` (``ctx.attempt`` says which)."""
         _configure_worker_logging()
         self._pending = {}
+        self._runtime = runtime_in(ctx, self._runtime)
+        self._results = results_in(ctx, self._results)
         try:
-            self._runtime = runtime_in(ctx, self._runtime)
-            self._results = results_in(ctx, self._results)
             before = receive(ctx)
             result = execute_step(step, ctx)
             changes, self._pending = collect(ctx, before, step.name, self._threshold)

@@ -19,12 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError, ValueTransferError
 from synapse_ray.runtime.pickling import ByReference, Pickled
-from synapse_ray.runtime.reporter import ProgressReporter
 from synapse_ray.steps.artifacts import ArtifactRecord, artifact_path, pack, scan
 from synapse_ray.steps.changes import ContextChanges, Fingerprint, diff, pickle_attribute, snapshot, tracked
 
@@ -53,97 +51,7 @@ class StoredValue(ByReference):
         return f"<StoredValue {self.slot!r}: {self.type_name}, {self.nbytes} bytes in Ray's object store>"
 
 
-@dataclass
-class ResultsTail:
-    """``ctx.step_results`` as shipped to a reused step actor: only what it has not seen.
-
-    The driver only ever appends to ``step_results``, and the actor keeps the
-    list it was sent last, so shipping the whole list before every step made
-    each step cost more than the one before (about 0.6 ms a step at 100 steps).
-    """
-
-    start: int
-    items: list[Any]
-
-
-@dataclass
-class KeptRuntime:
-    """``ctx.runtime_ctx`` as shipped to a reused step actor: only the step's bindings.
-
-    The run's runtime context (backend spec, progress transport, cancel source,
-    env) does not change between steps; pickling and rebuilding it for each step
-    cost about 0.2 ms a step. The actor keeps the one it was sent first and binds
-    it to each step, with a fresh progress reporter on the same transport.
-    """
-
-    step: str | None
-    attempt: int
-    run_attempt: int
-
-
-class ActorCopy:
-    """The driver's record of what a reused actor holds from its earlier steps:
-    the run's runtime context and the ``step_results`` it was sent."""
-
-    def __init__(self) -> None:
-        self._actor: Any = None
-        self._sent: list[Any] = []
-
-    def results_for(self, actor: Any, results: list[Any]) -> list[Any] | ResultsTail:
-        """What to send ``actor``: the new results, when it holds every earlier one as they are."""
-        sent = self._sent
-        if actor is not self._actor or len(sent) > len(results):
-            return results
-        if any(a is not b for a, b in zip(sent, results[: len(sent)], strict=True)):
-            return results  # an earlier result was replaced: send them all
-        return ResultsTail(len(sent), results[len(sent) :])
-
-    def runtime_for(self, actor: Any, runtime: Any) -> Any:
-        """The runtime context itself for a new actor; the step's bindings for one that holds it."""
-        if actor is not self._actor:
-            return runtime
-        return KeptRuntime(runtime.step, runtime.attempt, runtime.run_attempt)
-
-    def landed(self, actor: Any, results: list[Any]) -> None:
-        """``actor`` ran a step with ``results`` (and the runtime context): it keeps them."""
-        self._actor, self._sent = actor, list(results)
-
-    def reset(self) -> None:
-        """After a failed call: the next one sends everything again."""
-        self._actor, self._sent = None, []
-
-
 # -- worker side -------------------------------------------------------------
-def results_in(ctx: Any, kept: list[Any]) -> list[Any]:
-    """Rebuild ``ctx.step_results`` from a ``ResultsTail`` and what this actor kept; the
-    returned copy is what it keeps for the next step (the step may change its own)."""
-    value = ctx.step_results
-    if isinstance(value, ResultsTail):
-        if value.start > len(kept):  # the driver's record and ours disagree: a bug, never a guess
-            raise RuntimeError(
-                f"step results out of step: the driver sent results from #{value.start}, "
-                f"this actor holds {len(kept)}"
-            )
-        value = ctx.step_results = kept[: value.start] + value.items
-    return list(value)
-
-
-def runtime_in(ctx: Any, kept: Any) -> Any:
-    """Put the kept runtime context, bound to this step, in place of a ``KeptRuntime``;
-    returns the runtime context to keep."""
-    value = ctx.runtime_ctx
-    if not isinstance(value, KeptRuntime):
-        return value
-    if kept is None:  # the driver's record and ours disagree: a bug, never a guess
-        raise RuntimeError("runtime context out of step: the driver sent none, and this actor holds none")
-    kept.progress = ProgressReporter(kept.progress.sink, kept.progress.interval)
-    kept.bind_step(value.step, value.attempt)
-    kept.progress.step, kept.progress.attempt = value.step, value.attempt
-    kept.run_attempt = value.run_attempt
-    ctx.runtime_ctx = kept
-    return kept
-
-
 def receive(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
     """Turn references back into values (one ``ray.get``), then fingerprint what the step may change."""
     import ray
