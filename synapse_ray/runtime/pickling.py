@@ -111,18 +111,31 @@ def _as_pickle_buffer(buf: Any) -> pickle.PickleBuffer:
 _subclasses: dict[type, type] = {}
 
 
+def _ref_slot(index: int) -> Any:
+    """Where a kept-aside ref stood in a pickle stream; ``_Unpickler`` resolves it."""
+    raise pickle.UnpicklingError(f"ref #{index} of a Pickled loaded without its refs")
+
+
+def _refs_aside(self: Any, obj: Any) -> Any:
+    """``reducer_override`` of our picklers: a ``ByReference`` leaves a slot in the stream.
+
+    Not ``persistent_id``: the pickler calls that for every object, ints and
+    strings included, and that one Python call per object was most of the
+    cost of pickling a context of lists and dicts. ``reducer_override`` is
+    called only for objects the C pickler has no fast path for.
+    """
+    if isinstance(obj, ByReference):
+        self.refs.append(obj)
+        return (_ref_slot, (len(self.refs) - 1,))
+    parent = getattr(super(type(self), self), "reducer_override", None)  # cloudpickle's, if any
+    return parent(obj) if parent is not None else NotImplemented
+
+
 def _pickler_for(out: io.BytesIO, buffers: list[Any], refs: list[ByReference]) -> pickle.Pickler:
     """The installed pickler, protocol 5, buffers out of band, ``ByReference`` kept aside."""
     cls = _subclasses.get(_pickler)
     if cls is None:
-
-        def persistent_id(self: Any, obj: Any) -> Any:
-            if isinstance(obj, ByReference):
-                self.refs.append(obj)
-                return len(self.refs) - 1
-            return None
-
-        cls = _subclasses[_pickler] = type("RefsAside", (_pickler,), {"persistent_id": persistent_id})
+        cls = _subclasses[_pickler] = type("RefsAside", (_pickler,), {"reducer_override": _refs_aside})
     pickler = cls(out, protocol=5, buffer_callback=buffers.append)
     pickler.refs = refs
     return pickler
@@ -133,8 +146,10 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data), buffers=buffers)
         self._refs = refs
 
-    def persistent_load(self, pid: Any) -> Any:
-        return self._refs[pid]
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_ref_slot":
+            return self._refs.__getitem__
+        return super().find_class(module, name)
 
 
 def _load(header: bytes, buffers: list[Any], refs: list[ByReference] | None = None) -> Any:

@@ -63,6 +63,17 @@ def test_by_reference_values_are_kept_aside_not_pickled_into_the_stream():
     assert Ref.pickled == 0 and pickled.refs == [ref]
     assert pickled.load()["payload"] is ref  # the outer pickler ships it, once
 
+    # deep inside containers, twice, next to a second one: each kept aside once, in place
+    other = Ref()
+    value = {"a": [1, (ref, "x")], "b": {"c": [ref, other]}, "d": list(range(100))}
+    pickled = Pickled.of(value)
+    assert Ref.pickled == 0 and pickled.refs == [ref, other]
+    back = pickled.load()
+    assert back["a"][1][0] is ref and back["b"]["c"][0] is ref and back["b"]["c"][1] is other
+    assert back["d"] == list(range(100))
+    with pytest.raises(pickle.UnpicklingError, match="without its refs"):
+        pickle.loads(pickled.header)  # a slot needs the refs that were kept aside
+
 
 def test_context_round_trip_keeps_arrays_and_names_nothing_twice(tmp_path):
     ctx = make_ctx(tmp_path, dataset=np.ones(1 << 17), extra={"k": [1, 2]})
