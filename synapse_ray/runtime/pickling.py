@@ -116,28 +116,32 @@ def _ref_slot(index: int) -> Any:
     raise pickle.UnpicklingError(f"ref #{index} of a Pickled loaded without its refs")
 
 
-def _refs_aside(self: Any, obj: Any) -> Any:
-    """``reducer_override`` of our picklers: a ``ByReference`` leaves a slot in the stream.
+def _refs_aside(base: type[pickle.Pickler]) -> type[pickle.Pickler]:
+    """``base`` with a ``reducer_override`` that leaves a slot in the stream for a ``ByReference``.
 
     Not ``persistent_id``: the pickler calls that for every object, ints and
     strings included, and that one Python call per object was most of the
     cost of pickling a context of lists and dicts. ``reducer_override`` is
     called only for objects the C pickler has no fast path for.
     """
-    if isinstance(obj, ByReference):
-        self.refs.append(obj)
-        return (_ref_slot, (len(self.refs) - 1,))
-    parent = getattr(super(type(self), self), "reducer_override", None)  # cloudpickle's, if any
-    return parent(obj) if parent is not None else NotImplemented
+    parent = getattr(base, "reducer_override", None)  # cloudpickle has one; pickle.Pickler none
+
+    def reducer_override(self: Any, obj: Any) -> Any:
+        if isinstance(obj, ByReference):
+            self.refs.append(obj)
+            return (_ref_slot, (len(self.refs) - 1,))
+        return parent(self, obj) if parent is not None else NotImplemented
+
+    return type("RefsAside", (base,), {"reducer_override": reducer_override})
 
 
 def _pickler_for(out: io.BytesIO, buffers: list[Any], refs: list[ByReference]) -> pickle.Pickler:
     """The installed pickler, protocol 5, buffers out of band, ``ByReference`` kept aside."""
     cls = _subclasses.get(_pickler)
     if cls is None:
-        cls = _subclasses[_pickler] = type("RefsAside", (_pickler,), {"reducer_override": _refs_aside})
+        cls = _subclasses[_pickler] = _refs_aside(_pickler)
     pickler = cls(out, protocol=5, buffer_callback=buffers.append)
-    pickler.refs = refs
+    pickler.refs = refs  # type: ignore[attr-defined]
     return pickler
 
 

@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any, Protocol
 
-from synapse_ray.runtime.logging import get_logger
 from synapse_ray.runtime.progress import (
     LOG,
     METRIC,
@@ -30,11 +29,7 @@ from synapse_ray.runtime.progress import (
 )
 from synapse_ray.runtime.progress_state import ProgressState
 from synapse_ray.runtime.sender import SENDER as _SENDER
-
-
-def _log() -> Any:
-    return get_logger("synapse_ray.progress")
-
+from synapse_ray.runtime.sender import progress_log as _log
 
 DEFAULT_INTERVAL = 0.1
 

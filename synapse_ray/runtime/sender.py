@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from synapse_ray.runtime.reporter import ProgressReporter
 
 
-def _log() -> Any:
+def progress_log() -> Any:
+    """The logger of the progress machinery (the sender and the reporters)."""
     return get_logger("synapse_ray.progress")
 
 
@@ -84,7 +85,7 @@ class Sender:
                     if not reporter._closed:
                         reporter.flush()
                 except Exception as exc:  # noqa: BLE001 - one bad sink must not stop the others
-                    _log().warning("progress_send_failed", error=repr(exc))
+                    progress_log().warning("progress_send_failed", error=repr(exc))
             reporter = None  # noqa: F841 - hold no reporter while asleep
 
 

@@ -279,3 +279,19 @@ def test_a_reused_actor_binds_its_kept_runtime_to_each_step():
     assert runtime_in(full, kept) is runtime  # a full runtime replaces the kept one
     with pytest.raises(RuntimeError, match="runtime context out of step"):
         runtime_in(TrainContext(runtime_ctx=KeptRuntime("d", 1, 1), params=None), None)
+
+
+def test_shipping_swaps_in_the_stand_ins_and_always_puts_the_context_back():
+    from synapse_ray.executors.ray.kept import ActorCopy, KeptRuntime, ResultsTail
+
+    held, actor = ActorCopy(), object()
+    runtime, first = RuntimeContext(run_id="r"), StepResult()
+    ctx = TrainContext(runtime_ctx=runtime, params=None)
+    ctx.step_results.append(first)
+    held.landed(actor, ctx.step_results)
+    ctx.step_results.append(StepResult())
+    results = ctx.step_results
+    with pytest.raises(ValueError, match="serialization failed"), held.shipping(actor, ctx):
+        assert isinstance(ctx.runtime_ctx, KeptRuntime) and isinstance(ctx.step_results, ResultsTail)
+        raise ValueError("serialization failed")
+    assert ctx.runtime_ctx is runtime and ctx.step_results is results

@@ -13,6 +13,8 @@ everything is sent again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,18 @@ class ActorCopy:
         if actor is not self._actor:
             return runtime
         return KeptRuntime(runtime.step, runtime.attempt, runtime.run_attempt)
+
+    @contextmanager
+    def shipping(self, actor: Any, ctx: Any) -> Iterator[None]:
+        """``ctx`` with what ``actor`` holds already replaced by stand-ins, while a call
+        serializes it; put back afterwards, whatever happens."""
+        runtime, results = ctx.runtime_ctx, ctx.step_results
+        ctx.runtime_ctx = self.runtime_for(actor, runtime)
+        ctx.step_results = self.results_for(actor, results)
+        try:
+            yield
+        finally:
+            ctx.runtime_ctx, ctx.step_results = runtime, results
 
     def landed(self, actor: Any, results: list[Any]) -> None:
         """``actor`` ran a step with ``results`` (and the runtime context): it keeps them."""

@@ -125,19 +125,14 @@ class RayActorPlacement:
         actor = self._actor_for(step)
         if has_rollback(step):
             self._by_step[step.name] = actor
-        runtime, results = ctx.runtime_ctx, ctx.step_results
-        # what the actor lacks only: serialized by .remote(), then put back
-        ctx.runtime_ctx = self._held.runtime_for(actor, runtime)
-        ctx.step_results = self._held.results_for(actor, results)
+        results = ctx.step_results  # what the actor holds once the call lands
         try:
-            ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
+            with self._held.shipping(actor, ctx):  # only what the actor lacks is serialized
+                ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
         except Exception:
-            ctx.runtime_ctx, ctx.step_results = runtime, results
             self._held.reset()
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
             raise
-        finally:
-            ctx.runtime_ctx, ctx.step_results = runtime, results
         self._running = actor
         try:
             with map_ray_errors(f"Step '{step.name}' (attempt {attempt})", step=step.name, attempt=attempt):
