@@ -17,14 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import math  # noqa: E402
@@ -34,6 +27,7 @@ from typing import Any  # noqa: E402
 
 from pydantic import BaseModel  # noqa: E402
 
+from bench.prelude import precompile  # noqa: E402  (sets Ray's environment; ray is imported in main)
 from synapse_ray import BaseStep, BaseTrainAction, StepRegistry, StepResult, TrainContext  # noqa: E402
 
 
@@ -151,6 +145,7 @@ def main() -> None:
     started = time.perf_counter()
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"ray {ray.__version__}, python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f}")
+    print(precompile())
     ray.init(address="local", num_cpus=4, include_dashboard=False)
     for run in (lambda: fig_memory(ours, args.runs), lambda: fig_follower(ours, args.follow)):
         t0 = time.perf_counter()

@@ -21,18 +21,10 @@ from __future__ import annotations
 import os
 import sys
 
-# Before Ray is imported, in this process and (inherited) in every Ray process.
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # Our actions are used as ``bench.overhead.X`` (by reference, like actions from
-# any installed package), so the repository root must be importable here and
-# in the workers; they inherit this environment from the cluster ray.init starts.
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-
+# any installed package): the prelude makes the repository importable here and
+# in the workers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
@@ -45,6 +37,7 @@ from typing import Any  # noqa: E402
 
 from pydantic import BaseModel  # noqa: E402
 
+from bench.prelude import precompile  # noqa: E402  (sets Ray's environment; ray is imported in main)
 from synapse_ray import BaseStep, BaseTrainAction, StepRegistry, StepResult, TrainContext  # noqa: E402
 
 # --------------------------------------------------------------------------
@@ -507,6 +500,7 @@ def main() -> None:
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
         f"load average {load_average()}, mode {'quick' if args.quick else 'full'}"
     )
+    print(precompile())
     ray.init(address="local", num_cpus=4, include_dashboard=False)  # private: never join a running cluster
     print(f"ray.init: {time.perf_counter() - started:.1f} s", flush=True)
 

@@ -26,14 +26,7 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
@@ -45,6 +38,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
+from bench.prelude import REPO, precompile  # noqa: E402  (sets Ray's environment; ray is imported in main)
 from synapse_ray import BaseStep, BaseTrainAction, StepRegistry, StepResult, TrainContext  # noqa: E402
 
 MIB = 1 << 20
@@ -221,6 +215,7 @@ def main() -> int:
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpus {os.cpu_count()}, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    print(precompile())
     store = max(sizes) * MIB * 2 + 256 * MIB
     ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=store)
     started = time.perf_counter()

@@ -49,11 +49,9 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
 from pydantic import BaseModel  # noqa: E402
 
+from bench.prelude import precompile  # noqa: E402  (sets Ray's environment; ray is imported in main)
 from synapse_ray import BaseTrainAction, RayExecutor, RuntimeContext, iter_shards, map_shards  # noqa: E402
 from synapse_ray.executors.ray.shards import RayShardRunner  # noqa: E402
 
@@ -203,6 +201,7 @@ def main() -> None:
         f"ray CPUs {cpus}, worker soft limit {args.worker_soft_limit or 'Ray default (CPUs)'}, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    print(precompile())
     remote_burn = ray.remote(burn)
     remote_raw_in_task = ray.remote(raw_in_task)
     rt = RuntimeContext(shard_runner=RayShardRunner())
