@@ -4,7 +4,8 @@ A context crosses to a step's worker whole, but only the attributes the step
 set, changed in place or deleted travel back. Each attribute is pickled once
 (``Pickled``: protocol 5, buffers out of band) to fingerprint it before the
 step and once after; the pickle made after the step is what travels, so a
-changed value is not pickled again to ship it.
+changed value is not pickled again to ship it. An immutable value (str,
+bytes, numbers, None) is not pickled at all unless the step replaced it.
 
 A fingerprint is a digest of the pickle stream plus, per out-of-band buffer,
 its address and size when it is read-only (its bytes cannot change: Ray's
@@ -85,10 +86,23 @@ def _flat(buf: Any) -> memoryview:
     return memoryview(view.tobytes())
 
 
+# Exact types whose values cannot change in place. An attribute that still names
+# the same such object after the step is unchanged: no pickle and no digest,
+# which for a large str or bytes meant a copy and a pass over it, twice a step.
+_IMMUTABLE = frozenset({type(None), bool, int, float, complex, str, bytes})
+_SAME = object()  # marks a fingerprint that is the value itself
+
+
+def _mark(owner: str, key: str, value: Any) -> Fingerprint:
+    if type(value) in _IMMUTABLE:
+        return (_SAME, value)  # holds the value, so its id is not reused while the step runs
+    return fingerprint(pickle_attribute(owner, key, value))
+
+
 def snapshot(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
     """Identity and fingerprint of each attribute a step may change, taken before it runs."""
     owner = type(ctx).__name__
-    return {k: (id(v), fingerprint(pickle_attribute(owner, k, v))) for k, v in tracked(ctx).items()}
+    return {k: (id(v), _mark(owner, k, v)) for k, v in tracked(ctx).items()}
 
 
 def diff(ctx: Any, before: dict[str, tuple[int, Fingerprint]]) -> tuple[dict[str, Pickled], list[str]]:
@@ -96,7 +110,8 @@ def diff(ctx: Any, before: dict[str, tuple[int, Fingerprint]]) -> tuple[dict[str
 
     An attribute that is new or now names another object was set: it is only
     pickled (no fingerprint: hashing a large writable buffer is not free). One
-    still naming the same object is fingerprinted again to see in-place changes.
+    still naming the same object is fingerprinted again to see in-place changes,
+    unless that object is immutable.
     """
     owner = type(ctx).__name__
     now = tracked(ctx)
@@ -105,6 +120,8 @@ def diff(ctx: Any, before: dict[str, tuple[int, Fingerprint]]) -> tuple[dict[str
         old = before.get(key)
         if isinstance(value, ByReference) and old is not None:
             continue  # still the reference it arrived as
+        if old is not None and old[1][0] is _SAME and old[1][1] is value:
+            continue  # the same immutable object
         pickled = pickle_attribute(owner, key, value)
         if old is None or old[0] != id(value) or old[1] != fingerprint(pickled):
             changed[key] = pickled

@@ -104,6 +104,27 @@ def test_a_writable_array_changed_in_place_is_seen(tmp_path):
     assert set(changed) == {"weights"} and changed["weights"].load()[3] == 1.0
 
 
+def test_immutable_values_a_step_leaves_alone_are_never_pickled(tmp_path, monkeypatch):
+    text, blob = "x" * (1 << 20), b"y" * (1 << 20)
+    ctx = make_ctx(tmp_path, text=text, blob=blob, n=7, ratio=0.5, same=1.5, kind=None, table={"a": 1})
+    pickled: list[type] = []
+    real = Pickled.of
+    monkeypatch.setattr(Pickled, "of", staticmethod(lambda v: pickled.append(type(v)) or real(v)))
+    before = snapshot(ctx)
+    assert dict in pickled  # a mutable value: its in-place changes must be seen
+    assert not {str, bytes, int, float, type(None)} & set(pickled)
+    ctx.n = 8  # another int
+    ctx.ratio = 0.25  # another float
+    ctx.same = float("1.5")  # an equal value, another object: travels (harmless, small)
+    ctx.kind = "resnet"  # None -> str
+    ctx.text = [text]  # str -> list
+    changed, removed = diff(ctx, before)
+    assert set(changed) == {"n", "ratio", "same", "kind", "text"} and removed == []
+    assert changed["n"].load() == 8 and changed["kind"].load() == "resnet"
+    assert changed["text"].load() == [text]
+    assert pickled.count(bytes) == 0  # the 1 MiB bytes left alone: no pickle before or after
+
+
 def test_fortran_ordered_and_sliced_arrays_are_fingerprinted(tmp_path):
     ctx = make_ctx(tmp_path, f=np.asfortranarray(np.ones((300, 200))), s=np.arange(10_000)[::3])
     before = snapshot(ctx)
