@@ -128,7 +128,8 @@ class RayActorPlacement:
         results = ctx.step_results  # what the actor holds once the call lands
         try:
             with self._held.shipping(actor, ctx):  # only what the actor lacks is serialized
-                ref = actor.run_step.remote(step, ctx)  # ctx.attempt is this attempt
+                # one argument: Ray's per-argument serialization cost more than the tuple
+                ref = actor.run_step.remote((step, ctx))  # ctx.attempt is this attempt
         except Exception:
             self._held.reset()
             check_picklable(ctx, step=step.name)  # names the attribute a step added, if that is it
