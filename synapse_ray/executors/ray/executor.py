@@ -199,7 +199,7 @@ class TaskRun:
     def launch(self) -> None:
         """Submit the first attempt from the caller's thread, so a short run's task is
         already running while the run thread that waits for it (``__call__``) starts."""
-        self._ref = self._task.remote(self.cls, self.params, self.runtime)
+        self._ref = self._task.remote((self.cls, self.params, self.runtime))
 
     def __call__(self) -> Any:
         try:
@@ -224,7 +224,7 @@ class TaskRun:
                     raise
                 rt.logger.warning("run_retry_after_crash", run_attempt=rt.run_attempt, error=str(exc))
                 rt.run_attempt += 1
-                self._ref = self._task.remote(self.cls, self.params, rt)
+                self._ref = self._task.remote((self.cls, self.params, rt))
 
     def kill(self) -> None:
         """The cancel fallback: stop the task (its worker is killed)."""

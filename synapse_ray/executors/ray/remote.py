@@ -57,8 +57,10 @@ def _configure_worker_logging() -> None:
         configure_logging()
 
 
-def run_action(cls: type, params: Any, runtime: RuntimeContext) -> Outcome:
-    """Build the action in this worker and run it, steps in-process."""
+def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
+    """Build the action ``call = (cls, params, runtime)`` in this worker and run it, steps
+    in-process. One argument: Ray serializes each argument on its own."""
+    cls, params, runtime = call
     _configure_worker_logging()
     runtime.step_placement = InProcessPlacement()
     runtime.progress.flush_step_events = False  # the tail of Outcome carries them
