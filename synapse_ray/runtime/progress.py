@@ -134,7 +134,7 @@ def _normalize(weights: Mapping[str, float] | None) -> Mapping[str, float] | Non
 class StepProgress(BaseModel):
     """One step as shown to users."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(frozen=True)
 
     percent: float = 0.0
     status: StepStatus = StepStatus.PENDING
@@ -146,7 +146,7 @@ class StepProgress(BaseModel):
 class CategoryProgress(BaseModel):
     """Latest ``current/total`` reported for one progress category."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(frozen=True)
 
     current: float = 0.0
     total: float = 0.0
@@ -163,7 +163,7 @@ class ShardCounts(BaseModel):
     length that is not exhausted yet.
     """
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(frozen=True)
 
     step: str | None = None
     total: int | None = None
@@ -179,7 +179,7 @@ class ShardCounts(BaseModel):
 class ProgressSnapshot(BaseModel):
     """A point-in-time copy of a run's progress; safe to keep, print or send."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(frozen=True)
 
     run_id: str = ""
     status: RunStatus = RunStatus.PENDING
