@@ -147,12 +147,14 @@ def push_client(aggregator: Any, run_id: str, batches: int, size: int) -> int:
     """A client process pushing ``batches`` batches of ``size`` events, then waiting for all."""
     import ray
 
+    from synapse_ray.executors.ray.ordering import next_seq
     from synapse_ray.runtime.progress import PROGRESS, ProgressEvent
 
     batch = [
         ProgressEvent(PROGRESS, "s0", 1, "train", float(i), float(size), worker="bench") for i in range(size)
     ]
-    refs = [aggregator.push.remote(run_id, batch) for _ in range(batches)]
+    # numbered as a sink numbers them: the aggregator folds each process's batches in order
+    refs = [aggregator.push.remote(run_id, batch, *next_seq(run_id)) for _ in range(batches)]
     ray.get(refs)
     return batches * size
 

@@ -26,11 +26,14 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from synapse_ray.executors.ray.ordering import InOrder
 from synapse_ray.executors.ray.transport import CANCELLED, NEEDS_SEED
-from synapse_ray.runtime.progress import ProgressEvent, ProgressSnapshot
+from synapse_ray.runtime.progress import RUN, ProgressEvent, ProgressSnapshot
 from synapse_ray.runtime.progress_state import ProgressState
+from synapse_ray.runtime.status import RunStatus
 
 NAMESPACE = "synapse_ray"
+TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 
 
 class ProgressAggregator:
@@ -51,6 +54,8 @@ class ProgressAggregator:
         self._abandon_after = abandon_after
         self._evicted: OrderedDict[str, None] = OrderedDict()  # bounded: late pushes for these are dropped
         self._writers: dict[str, Any] = {}  # run id -> JobProgressWriter
+        self._order = InOrder()  # each process's batches folded in the order it sent them
+        self._gap_timer: asyncio.TimerHandle | None = None
         self.events_total = 0
 
     def _state(self, run_id: str) -> ProgressState:
@@ -61,6 +66,7 @@ class ProgressAggregator:
         return state
 
     def _forget(self, run_id: str) -> None:
+        self._order.forget(run_id)
         self._runs.pop(run_id, None)
         self._changed.pop(run_id, None)
         self._cancelled.discard(run_id)
@@ -97,15 +103,35 @@ class ProgressAggregator:
         self._notify(run_id)
         return state
 
-    async def push(self, run_id: str, events: list[ProgressEvent]) -> int:
-        """Fold a batch in. Answers flags: the cancel flag, and whether the run needs re-seeding."""
+    async def push(
+        self, run_id: str, events: list[ProgressEvent], sender: str | None = None, seq: int = 0
+    ) -> int:
+        """Fold a batch in (a numbered one in its sender's order, see ``ordering``).
+
+        Answers flags: the cancel flag, and whether the run needs re-seeding."""
         if run_id in self._evicted:
             return NEEDS_SEED  # a straggler for a run dropped here: only its driver can restore it
-        state = self._fold(run_id, events)
+        last = any(ev.kind == RUN and ev.status in TERMINAL for ev in events)
+        ready = [events] if sender is None else self._order.arrive(run_id, sender, seq, events, last)
+        for batch in ready:
+            self._fold(run_id, batch)
+        if self._order.waiting() and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(self._order.gap_s, self._give_up_gaps)
+        state = self._state(run_id)
         flags = CANCELLED if run_id in self._cancelled else 0
         if state.status.is_terminal and not state.plan.steps:
             flags |= NEEDS_SEED  # a final status for a run whose plan this actor never saw
         return flags
+
+    def _give_up_gaps(self) -> None:
+        """Fold what waited ``gap_s`` for a batch that never came; look again while any waits."""
+        self._gap_timer = None
+        for run_id, batches in self._order.overdue():
+            if run_id not in self._evicted:
+                for batch in batches:
+                    self._fold(run_id, batch)
+        if self._order.waiting():
+            self._gap_timer = asyncio.get_running_loop().call_later(self._order.gap_s / 4, self._give_up_gaps)
 
     async def restore(
         self,
@@ -183,7 +209,12 @@ class ProgressAggregator:
         return list(state.logs) if state is not None else []
 
     async def stats(self) -> dict[str, int]:
-        return {"runs": len(self._runs), "writers": len(self._writers), "events_total": self.events_total}
+        return {
+            "runs": len(self._runs),
+            "writers": len(self._writers),
+            "events_total": self.events_total,
+            "waiting": self._order.waiting(),
+        }
 
     async def ping(self) -> bool:
         return True

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from synapse_ray.executors.ray.ordering import next_seq
 from synapse_ray.runtime.progress import ProgressEvent
 from synapse_ray.runtime.progress_state import ProgressState
 
@@ -82,7 +83,8 @@ class RaySink:
         if self.mirror is not None:
             with self._lock:
                 self.mirror.apply(events)
-        ref = self.aggregator.handle.push.remote(self.run_id, events)
+        sender, seq = next_seq(self.run_id)  # the aggregator folds them in this order
+        ref = self.aggregator.handle.push.remote(self.run_id, events, sender, seq)
         with self._lock:
             self._in_flight.append(ref)
             if len(self._in_flight) > MAX_IN_FLIGHT:  # forget the ones that landed
