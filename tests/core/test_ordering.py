@@ -8,6 +8,7 @@ import time
 from synapse_ray.executors.ray.aggregator import ProgressAggregator
 from synapse_ray.executors.ray.ordering import InOrder, next_seq
 from synapse_ray.runtime.progress import PLAN, PROGRESS, RUN, STEP, ProgressEvent, ProgressPlan
+from synapse_ray.runtime.reporter import worker_id
 from synapse_ray.runtime.status import RunStatus, StepStatus
 
 
@@ -72,6 +73,7 @@ def test_forget_drops_a_runs_streams():
 
 def test_next_seq_numbers_each_run_from_zero_with_one_sender_per_process():
     sender, first = next_seq("run-a")
+    assert sender == worker_id()  # the process's identity, as its progress events carry it
     assert next_seq("run-a") == (sender, first + 1)
     other_sender, other = next_seq(f"run-b-{time.time()}")
     assert other_sender == sender and other == 0

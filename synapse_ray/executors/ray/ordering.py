@@ -18,35 +18,34 @@ aggregator restarted and lost it) must not hold the rest back for good.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from synapse_ray.runtime.reporter import worker_id
 
 GAP_S = 1.0
 _KEEP_RUNS = 4096  # counters of this process's most recent runs; an older run restarts at 0
 
 _lock = threading.Lock()
-_sender: tuple[int, str] | None = None
+_pid = -1
 _counters: OrderedDict[str, int] = OrderedDict()
 
 
 def next_seq(run_id: str) -> tuple[str, int]:
-    """This process's sender id and the number of its next batch for ``run_id``."""
-    global _sender
+    """This process's sender id (its ``worker_id``) and the number of its next batch for ``run_id``."""
+    global _pid
     with _lock:
-        pid = os.getpid()
-        if _sender is None or _sender[0] != pid:  # a forked child numbers its own batches
-            _sender = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+        if _pid != os.getpid():  # a forked child numbers its own batches from 0
+            _pid = os.getpid()
             _counters.clear()
         seq = _counters.pop(run_id, 0)
         _counters[run_id] = seq + 1  # most recent last
         if len(_counters) > _KEEP_RUNS:
             _counters.popitem(last=False)
-        return _sender[1], seq
+        return worker_id(), seq
 
 
 Batch = list[Any]
