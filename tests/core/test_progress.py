@@ -177,6 +177,34 @@ def test_step_ends_not_flushed_are_handed_back_by_detach():
     assert sink.batches == []
 
 
+def test_a_step_that_ended_well_does_not_wake_the_sender_where_step_events_are_not_flushed():
+    """Its end leaves with the next send (here: detach, as at a Ray task's end); a
+    failed step's end is sent by the sender thread on its own."""
+    from synapse_ray.runtime.sender import SENDER
+
+    sink = _SendingThreads()
+    reporter = ProgressReporter(sink, interval=0.05)
+    reporter.flush_step_events = False
+    reporter.begin_step("a")
+    assert sink.arrived.wait(5), "the sender never sent the step start"
+    sink.arrived.clear()
+    reporter.end_step(StepStatus.SUCCEEDED.value)
+    assert reporter not in SENDER._dirty.values()  # not marked: nothing will wake the sender
+    assert not sink.arrived.wait(0.3)  # six intervals: still unsent
+    events, _ = reporter.detach()
+    assert [(e.kind, e.step, e.status) for e in events] == [(STEP, "a", "succeeded")]
+
+    failing = ProgressReporter(sink, interval=0.05)
+    failing.flush_step_events = False
+    failing.begin_step("b")
+    failing.end_step(StepStatus.FAILED.value, "boom")
+    assert sink.arrived.wait(5), "the sender never sent the failed step's end"
+    sent = [e for _, batch in sink.batches for e in batch if e.step == "b"]
+    assert [e.status for e in sent] == ["running", "failed"]
+    assert {name for name, _ in sink.batches} == {"synapse-ray-progress"}
+    failing.close()
+
+
 def test_clamping_warns_once_and_never_raises(caplog):
     state = ProgressState(ProgressPlan.from_weights([("a", 1)]))
     sink = LocalSink(state)
