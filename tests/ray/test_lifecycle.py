@@ -227,3 +227,24 @@ def _cancel_in_backoff(runner, backend_server, log) -> None:
         causes.append(err)
         err = err.__cause__
     assert any(isinstance(e, ServerError) for e in causes)
+
+
+def test_a_sink_learns_that_batches_landed_without_asking_ray_and_keeps_their_flags():
+    """A worker hands back only the refs of batches still in flight, and the
+    driver's ``sync`` still sees the flags of batches that landed before it."""
+    import uuid
+
+    from synapse_ray.executors.ray.aggregator import get_aggregator
+    from synapse_ray.executors.ray.transport import NEEDS_SEED, RaySink
+    from synapse_ray.runtime.progress import RUN, ProgressEvent
+
+    name, handle = get_aggregator()
+    sink = RaySink(AggregatorRef(name, NAMESPACE, handle), f"sink-{uuid.uuid4().hex[:8]}")
+    # a final status for a run this aggregator never saw a plan of: it answers NEEDS_SEED
+    sink.send([ProgressEvent(RUN, status=RunStatus.SUCCEEDED.value)])
+    wait_until(lambda: all(landed.done() for _, landed in sink._in_flight), timeout=30)
+    assert sink.sync() == NEEDS_SEED
+    sink.send([ProgressEvent(RUN, status=RunStatus.SUCCEEDED.value)])
+    wait_until(lambda: all(landed.done() for _, landed in sink._in_flight), timeout=30)
+    assert sink.take_in_flight() == []
+    assert sink.sync() == 0  # handed over: nothing left to wait for
