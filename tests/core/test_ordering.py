@@ -79,6 +79,21 @@ def test_next_seq_numbers_each_run_from_zero_with_one_sender_per_process():
     assert other_sender == sender and other == 0
 
 
+def test_a_final_status_ends_the_senders_numbering_for_the_run():
+    """The driver holds no counter for the runs it ran (a long-lived driver runs many)."""
+    from synapse_ray.executors.ray import ordering
+    from synapse_ray.executors.ray.ordering import is_final
+
+    run = f"run-final-{time.time()}"
+    final = [ProgressEvent(RUN, status=RunStatus.SUCCEEDED.value)]
+    assert is_final(final)
+    assert not is_final([ProgressEvent(RUN, status=RunStatus.RUNNING.value), ProgressEvent(PROGRESS)])
+    assert next_seq(run)[1] == 0 and next_seq(run)[1] == 1
+    assert next_seq(run, last=is_final(final))[1] == 2
+    assert run not in ordering._counters
+    assert next_seq(run)[1] == 0  # a run id used again starts over (its aggregator folds it as it comes)
+
+
 def test_the_aggregator_folds_a_plan_that_arrives_after_the_progress_sent_behind_it():
     plan = ProgressPlan.from_weights([("train", 1.0)])
     first = [ProgressEvent(PLAN, data=plan.to_data())]

@@ -26,14 +26,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from synapse_ray.executors.ray.ordering import InOrder
+from synapse_ray.executors.ray.ordering import InOrder, is_final
 from synapse_ray.executors.ray.transport import CANCELLED, NEEDS_SEED
-from synapse_ray.runtime.progress import RUN, ProgressEvent, ProgressSnapshot
+from synapse_ray.runtime.progress import ProgressEvent, ProgressSnapshot
 from synapse_ray.runtime.progress_state import ProgressState
-from synapse_ray.runtime.status import RunStatus
 
 NAMESPACE = "synapse_ray"
-TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 
 
 class ProgressAggregator:
@@ -111,7 +109,7 @@ class ProgressAggregator:
         Answers flags: the cancel flag, and whether the run needs re-seeding."""
         if run_id in self._evicted:
             return NEEDS_SEED  # a straggler for a run dropped here: only its driver can restore it
-        last = any(ev.kind == RUN and ev.status in TERMINAL for ev in events)
+        last = is_final(events)
         ready = [events] if sender is None else self._order.arrive(run_id, sender, seq, events, last)
         for batch in ready:
             self._fold(run_id, batch)

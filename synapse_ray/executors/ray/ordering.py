@@ -24,27 +24,40 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from synapse_ray.runtime.progress import RUN, ProgressEvent
 from synapse_ray.runtime.reporter import worker_id
+from synapse_ray.runtime.status import RunStatus
 
 GAP_S = 1.0
 _KEEP_RUNS = 4096  # counters of this process's most recent runs; an older run restarts at 0
+_FINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 
 _lock = threading.Lock()
 _pid = -1
 _counters: OrderedDict[str, int] = OrderedDict()
 
 
-def next_seq(run_id: str) -> tuple[str, int]:
-    """This process's sender id (its ``worker_id``) and the number of its next batch for ``run_id``."""
+def is_final(events: list[ProgressEvent]) -> bool:
+    """Whether a batch carries its run's final status: the last word of its sender (the driver)."""
+    return any(ev.kind == RUN and ev.status in _FINAL for ev in events)
+
+
+def next_seq(run_id: str, last: bool = False) -> tuple[str, int]:
+    """This process's sender id (its ``worker_id``) and the number of its next batch for ``run_id``.
+
+    ``last``: this process sends nothing more for the run (its final status), so
+    its counter goes at once; a driver holds no number for the runs it ran.
+    """
     global _pid
     with _lock:
         if _pid != os.getpid():  # a forked child numbers its own batches from 0
             _pid = os.getpid()
             _counters.clear()
         seq = _counters.pop(run_id, 0)
-        _counters[run_id] = seq + 1  # most recent last
-        if len(_counters) > _KEEP_RUNS:
-            _counters.popitem(last=False)
+        if not last:
+            _counters[run_id] = seq + 1  # most recent last
+            if len(_counters) > _KEEP_RUNS:
+                _counters.popitem(last=False)
         return worker_id(), seq
 
 

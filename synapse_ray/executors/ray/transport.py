@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from synapse_ray.executors.ray.ordering import next_seq
+from synapse_ray.executors.ray.ordering import is_final, next_seq
 from synapse_ray.runtime.progress import ProgressEvent
 from synapse_ray.runtime.progress_state import ProgressState
 
@@ -85,7 +85,7 @@ class RaySink:
         if self.mirror is not None:
             with self._lock:
                 self.mirror.apply(events)
-        sender, seq = next_seq(self.run_id)  # the aggregator folds them in this order
+        sender, seq = next_seq(self.run_id, last=is_final(events))  # the aggregator folds them in this order
         _released.clear()
         ref = self.aggregator.handle.push.remote(self.run_id, events, sender, seq)
         landed = ref.future()
