@@ -313,12 +313,15 @@ def fig_sleep(ray: Any, ours: Any, ex: Any, pairs: int) -> list[str]:
     m = {k: median(v) for k, v in t.items()}
     ratio = m["ours"] / m["raw"]
     extra = m["ours"] - m["raw"]
+    paired = sorted(o - r for o, r in zip(t["ours"], t["raw"], strict=True))  # same round, same machine
     warm, cold = idle_penalty(pairs)
     return [
         f"2. 1 s action, task mode: ours p50 {m['ours'] * 1e3:.1f} ms {spread(t['ours'], 1e3)}, "
         f"raw p50 {m['raw'] * 1e3:.1f} ms {spread(t['raw'], 1e3)}, n={pairs} each; "
         f"ratio {ratio:.4f}x (goal <= 1.02x) {verdict(ratio <= 1.02)}; "
         f"overhead +{extra * 1e3:.1f} ms (goal <= 2 ms) {verdict(extra <= 0.002)}",
+        f"    info: per round, ours - raw (the two runs next to each other): median "
+        f"{median(paired) * 1e3:+.1f} ms, from {paired[0] * 1e3:+.1f} to {paired[-1] * 1e3:+.1f}",
         f"    info: this machine after 1 s idle: the same pure-Python work took {cold * 1e3:.2f} ms, "
         f"against {warm * 1e3:.2f} ms at once after ({cold / warm:.1f}x), n={pairs}",
     ]
