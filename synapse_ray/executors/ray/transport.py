@@ -76,8 +76,8 @@ class RaySink:
         self.run_id = run_id
         self.mirror = ProgressState(run_id=run_id) if mirror else None
         # (ref, its future): the future says whether the batch landed without a Ray
-        # call. A ``ray.wait`` at the end of a task took about 1 ms after a long step
-        # on an idle VM (it waits on Ray's own threads), against 3 us warm.
+        # call. A ``ray.wait`` at the end of a task, and dropping the refs it handled,
+        # took about 0.8 ms after a 1 s task on an idle VM, against microseconds warm.
         self._in_flight: list[tuple[Any, Future[Any]]] = []
         self._lock = threading.Lock()  # the sender thread and the caller both touch _in_flight
 
