@@ -119,7 +119,9 @@ class ShardStream(Iterator[ShardResult]):
             while True:
                 if rt.cancelled:
                     self._cancelled(in_flight)
-                while not (exhausted or doomed) and len(in_flight) < limit and len(ready) < 2 * limit:
+                # ordered: what waits for an earlier shard plus what may still land stays
+                # within twice the bound (capping ``ready`` alone let it reach three times)
+                while not (exhausted or doomed) and len(in_flight) < min(limit, 2 * limit - len(ready)):
                     try:
                         shard = next(self._items)
                     except StopIteration:
