@@ -212,3 +212,35 @@ def test_backend_serve_then_run_from_a_second_shell(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_step_example_preprocess_standardizes_and_augments_across_shards():
+    """The preprocess step's work itself: each shard standardized with the training set's
+    statistics, with augment a noisy copy of each row after the shard's own rows."""
+    import numpy as np
+
+    from synapse_ray import TrainContext
+
+    example = sys.modules[load_action(STEPS).__module__]
+    rng = np.random.default_rng(1)
+    x, y, x_test = rng.random((40, 8)), np.arange(40) % 10, rng.random((10, 8))
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    for augment in (False, True):
+        params = example.DigitsStepParams(dataset_id=1, shards=4, augment=augment)
+        data = {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y[:10]}
+        ctx = TrainContext(params=params, dataset=data)
+        result = example.PreprocessStep().execute(ctx)
+        out = ctx.dataset
+        assert result.data == {"shards": 4, "rows": 80 if augment else 40}
+        assert np.allclose(out["x_test"], (x_test - mean) / std)  # the training set's statistics
+        if not augment:
+            assert np.allclose(out["x_train"], (x - mean) / std) and (out["y_train"] == y).all()
+            continue
+        for i in range(4):  # shard i: its 10 rows, then their noisy copies
+            rows, block = slice(10 * i, 10 * i + 10), slice(20 * i, 20 * i + 20)
+            got_x, got_y = out["x_train"][block], out["y_train"][block]
+            assert np.allclose(got_x[:10], (x[rows] - mean) / std)
+            assert (got_y == np.concatenate([y[rows], y[rows]])).all()
+            noisy = got_x[10:] * std + mean
+            assert not np.allclose(noisy, x[rows]) and np.abs(noisy - x[rows]).max() < 0.5
+            assert noisy.min() >= 0.0 and noisy.max() <= 1.0  # clipped to the pixel range
