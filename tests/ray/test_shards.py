@@ -210,8 +210,21 @@ def test_a_generator_raising_midway_cancels_what_runs_and_says_so():
         yield from range(4)
         raise KeyError("row 4")
 
+    from synapse_ray.runtime.progress import ProgressPlan
+    from synapse_ray.runtime.progress_state import ProgressState
+    from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+
+    state = ProgressState(ProgressPlan.from_weights([("pre", 1.0)]))
+    rt = RuntimeContext(
+        shard_runner=RayShardRunner(crash_retries=1), progress=ProgressReporter(LocalSink(state))
+    )
+    rt.progress.begin_step("pre", 1)
+    rt.bind_step("pre", 1)
     with pytest.raises(ShardSourceError, match="after 4 shards"):
-        map_shards(_ray_ctx(), _slow_first, gen(), max_in_flight=8)
+        map_shards(rt, _slow_first, gen(), max_in_flight=8)
+    rt.progress.flush()
+    counts = state.snapshot().shards["shards"]
+    assert counts.cancelled >= 1 and counts.running == 0  # shard 0 (1.5 s) was still running
 
 
 def test_a_ray_data_step_reports_its_rows_under_the_step_category():
