@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from synapse_ray.enums import LogLevel, PluginCategory, RunMethod
     from synapse_ray.errors import (
         ActionError,
+        ArgumentTypeError,
         ArtifactError,
         ClusterError,
         ConfigurationError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         RayTimeoutError,
         RemoteTraceback,
         RunCancelledError,
+        RunTimeoutError,
         ShardFailure,
         ShardsFailedError,
         ShardSourceError,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ActionError": "synapse_ray.errors",
+    "ArgumentTypeError": "synapse_ray.errors",
     "ArtifactError": "synapse_ray.errors",
     "StoredValue": "synapse_ray.executors.ray.values",
     "ValueTransferError": "synapse_ray.errors",
@@ -84,6 +87,7 @@ _EXPORTS = {
     "ParamsValidationError": "synapse_ray.errors",
     "ProgressUnavailableError": "synapse_ray.errors",
     "RayTimeoutError": "synapse_ray.errors",
+    "RunTimeoutError": "synapse_ray.errors",
     "ProgressSnapshot": "synapse_ray.runtime.progress",
     "RayExecutor": "synapse_ray.executors.ray.executor",
     "RayRunHandle": "synapse_ray.executors.ray.executor",
@@ -149,6 +153,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionError",
+    "ArgumentTypeError",
     "ArtifactError",
     "StoredValue",
     "ValueTransferError",
@@ -176,6 +181,7 @@ __all__ = [
     "ProgressSnapshot",
     "ProgressUnavailableError",
     "RayTimeoutError",
+    "RunTimeoutError",
     "RetryPolicy",
     "RunCancelledError",
     "RunHandle",

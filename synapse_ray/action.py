@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from synapse_ray.errors import ConfigurationError, ParamsValidationError
+from synapse_ray.errors import ArgumentTypeError, ConfigurationError, ParamsValidationError
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.logging import get_logger
 from synapse_ray.steps.context import BaseStepContext
@@ -232,14 +232,14 @@ class BaseAction(Generic[P]):
             bound = dict(zip(names, args, strict=False))
             for name in names[len(args) :]:
                 if name not in kwargs:
-                    raise TypeError(f"log_metric() missing argument {name!r}")
+                    raise ArgumentTypeError(f"log_metric() missing argument {name!r}")
                 bound[name] = kwargs.pop(name)
             self.runtime_ctx.log_metric(bound["category"], bound["key"], bound["value"], **kwargs)
             return
         if len(args) != 2 and not (
             {"name", "value"} <= kwargs.keys() or (len(args) == 1 and "value" in kwargs)
         ):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "log_metric(category, key, value, **metrics) or log_metric(name, value, category=None)"
             )
         name = args[0] if args else kwargs.pop("name")

@@ -79,6 +79,11 @@ class ConfigurationError(SynapseRayError, ValueError):
     """Bad input caught before anything runs: a target, an option, a value."""
 
 
+class ArgumentTypeError(ConfigurationError, TypeError):
+    """An argument of the wrong type (a step that is not a ``BaseStep``, log data that is
+    not a dict). Also a ``TypeError``, as Python raises for one and upstream did."""
+
+
 class ValidationError(SynapseRayError, ValueError):
     """Input failed validation (upstream SDK name; base of ``ParamsValidationError``).
 
@@ -166,6 +171,12 @@ class ClusterError(SynapseRayError):
 
 class RayTimeoutError(SynapseRayError, TimeoutError):
     """A call into Ray (the aggregator, a worker) did not answer in time."""
+
+
+class RunTimeoutError(SynapseRayError, TimeoutError):
+    """``result(timeout=...)`` ran out before the run ended; the run goes on.
+
+    Also a ``TimeoutError``, which callers of ``result`` caught before."""
 
 
 class ProgressUnavailableError(SynapseRayError):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from synapse_ray.errors import RunTimeoutError
 from synapse_ray.executors.runners import RUNNERS
 from synapse_ray.runtime.context import RuntimeContext
 from synapse_ray.runtime.progress import ProgressSnapshot
@@ -96,7 +97,7 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; return its result or re-raise its error."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"Run {self.run_id} still running after {timeout} s")
+            raise RunTimeoutError(f"Run {self.run_id} still running after {timeout} s")
         if self._error is not None:
             raise self._error
         return self._result

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from synapse_ray.errors import ArgumentTypeError, ConfigurationError
 from synapse_ray.runtime.logging import get_logger, redact_processor
 
 # A file larger than this is not attached (the entry is still sent, without it).
@@ -30,7 +31,7 @@ def level_name(level: Any) -> str:
     """``'info'``, ``LogLevel.INFO`` or ``logging.INFO``-like names, as the backend's string."""
     value = str(getattr(level, "value", level) or "info").lower()
     if value not in LEVELS:
-        raise ValueError(f"log level must be one of {', '.join(LEVELS)}; got {level!r}")
+        raise ConfigurationError(f"log level must be one of {', '.join(LEVELS)}; got {level!r}")
     return value
 
 
@@ -44,7 +45,7 @@ def make_entry(
 ) -> dict[str, Any]:
     """``{event, data, datetime, job, step, level}``, redacted like a log line."""
     if data is not None and not isinstance(data, Mapping):
-        raise TypeError(f"log data must be a dict, got {type(data).__name__}")
+        raise ArgumentTypeError(f"log data must be a dict, got {type(data).__name__}")
     entry: dict[str, Any] = {
         "event": event,
         "data": dict(data or {}),

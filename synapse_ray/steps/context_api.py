@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from synapse_ray.errors import ConfigurationError
 from synapse_ray.runtime.run_log import format_message
 
 
@@ -34,7 +35,7 @@ class StepContextAPI:
         """Latest metric values of ``category`` (default: the running step)."""
         effective = category if category is not None else self.current_step
         if effective is None:
-            raise ValueError("category must be given when no step is running (current_step is None)")
+            raise ConfigurationError("category must be given when no step is running (current_step is None)")
         self.runtime_ctx.set_metrics(values, effective)
 
     def log_message(self, message: str | dict[str, str], level: Any = "info", **fmt: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from synapse_ray.errors import ArgumentTypeError, ConfigurationError
 from synapse_ray.steps.step import BaseStep
 
 C = TypeVar("C")
@@ -18,19 +19,21 @@ class StepRegistry(Generic[C]):
 
     def _check(self, step: BaseStep[C]) -> None:
         if not isinstance(step, BaseStep):
-            raise TypeError(f"StepRegistry accepts BaseStep instances, got {type(step).__name__}: {step!r}")
+            raise ArgumentTypeError(
+                f"StepRegistry accepts BaseStep instances, got {type(step).__name__}: {step!r}"
+            )
         name = step.name
         if not isinstance(name, str) or not name:
-            raise ValueError(f"Step {type(step).__name__} has no name")
+            raise ConfigurationError(f"Step {type(step).__name__} has no name")
         if name in self:
-            raise ValueError(f"Step '{name}' is already registered; step names must be unique")
+            raise ConfigurationError(f"Step '{name}' is already registered; step names must be unique")
 
     def _index(self, name: str) -> int:
         for i, step in enumerate(self._steps):
             if step.name == name:
                 return i
         known = ", ".join(repr(s.name) for s in self._steps) or "none"
-        raise ValueError(f"Unknown step '{name}' (registered steps: {known})")
+        raise ConfigurationError(f"Unknown step '{name}' (registered steps: {known})")
 
     def register(self, step: BaseStep[C]) -> StepRegistry[C]:
         self._check(step)

@@ -79,3 +79,40 @@ class _RaisesExecutionError(BaseStep):
 
     def execute(self, context) -> StepResult:
         raise ExecutionError("no device", {"why": "gpu"})
+
+
+def test_misuse_raises_library_errors_that_stay_the_builtins_callers_caught():
+    """Everything raised on purpose is a SynapseRayError; where a builtin was raised
+    before (and upstream raised it), the error is that builtin too."""
+    from synapse_ray import (
+        ArgumentTypeError,
+        BaseStep,
+        ClusterError,
+        RunTimeoutError,
+        StepRegistry,
+        StepResult,
+    )
+    from synapse_ray.runtime.run_log import make_entry
+    from synapse_ray.steps.context import BaseStepContext
+
+    class S(BaseStep):
+        name = "s"
+
+        def execute(self, ctx):
+            return StepResult()
+
+    registry = StepRegistry().register(S())
+    for call, builtin in (
+        (lambda: registry.register(S()), ValueError),  # a duplicate name
+        (lambda: registry.unregister("nope"), ValueError),
+        (lambda: registry.register(object()), TypeError),
+        (lambda: make_entry("e", [1], job=None, step=None), TypeError),
+        (lambda: BaseStepContext().set_metrics({"a": 1}), ValueError),
+    ):
+        with pytest.raises(SynapseRayError) as info:
+            call()
+        assert isinstance(info.value, builtin), type(info.value)
+        assert type(pickle.loads(pickle.dumps(info.value))) is type(info.value)
+    assert issubclass(ArgumentTypeError, ConfigurationError) and issubclass(ArgumentTypeError, TypeError)
+    assert issubclass(RunTimeoutError, TimeoutError)
+    assert not issubclass(ClusterError, ValueError)  # not bad input: the cluster cannot run this

@@ -9,6 +9,7 @@ from synapse_ray import (
     LocalExecutor,
     ParamsValidationError,
     RunStatus,
+    RunTimeoutError,
     TargetError,
     load_action,
 )
@@ -72,8 +73,9 @@ def test_result_timeout():
             return 1
 
     handle = LocalExecutor().submit(Slow, {"a": 1})
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as info:
         handle.result(timeout=0.05)
+    assert isinstance(info.value, RunTimeoutError)  # ours, and the builtin callers caught before
     assert handle.status() is RunStatus.RUNNING
     gate.set()
     assert handle.result(timeout=5) == 1

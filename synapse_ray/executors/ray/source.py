@@ -9,6 +9,7 @@ run always completes with the right result, status and record.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from synapse_ray.errors import ProgressUnavailableError, RayTimeoutError, WorkerCrashedError
@@ -95,21 +96,32 @@ class AggregatorSource:
 
     # -- the end of a run ------------------------------------------------------
     def finish(self, timeout: float) -> None:
-        """The final status was sent: confirm it landed, re-seed if needed, await the job record."""
+        """The final status was sent: confirm it landed, re-seed if needed, await the job record.
+
+        ``timeout`` bounds the whole of it while the aggregator answers (each stage
+        gets what is left). An aggregator that stops answering is given
+        ``CALL_TIMEOUT`` more, then the driver writes the record itself from its
+        copy, within ``timeout`` of its own.
+        """
         if self.sink is None:
             return
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
         flags = 0
         if not self._lost:
             try:
                 with map_ray_errors(f"Progress aggregator '{self.aggregator.name}'"):
-                    flags = self.sink.sync(timeout=timeout)
+                    flags = self.sink.sync(timeout=left())
             except (WorkerCrashedError, RayTimeoutError):
                 self._lose()
         if not self._lost and flags & NEEDS_SEED:
             try:
                 cancelled = bool(self._cancelled()) if self._cancelled is not None else False
                 events = self.sink.mirror_events()
-                self._call("restore", events, cancelled, self.backend, self.job_id, timeout=timeout)
+                self._call("restore", events, cancelled, self.backend, self.job_id, timeout=left())
             except (WorkerCrashedError, RayTimeoutError):
                 self._lose()
         if self.job_id is None:
@@ -118,7 +130,8 @@ class AggregatorSource:
             self._write_final_from_mirror(timeout)
             return
         try:
-            self._call("wait_final_record", timeout, timeout=timeout + CALL_TIMEOUT)
+            wait = left()
+            self._call("wait_final_record", wait, timeout=wait + CALL_TIMEOUT)
         except (WorkerCrashedError, RayTimeoutError):
             self._lose()
             self._write_final_from_mirror(timeout)
