@@ -293,3 +293,63 @@ def test_file_target_has_a_stable_name_and_is_reimported_when_edited(tmp_path):
     second = load_action(f"{path}:A")
     assert second is not first
     assert LocalExecutor().execute(second, {}) == 22
+
+
+def test_the_aggregator_keeps_only_the_latest_finished_runs():
+    from synapse_ray.executors.ray.aggregator import ProgressAggregator
+    from synapse_ray.executors.ray.transport import NEEDS_SEED
+
+    async def scenario() -> None:
+        agg = ProgressAggregator(keep_finished=3)
+        plan = ProgressPlan.from_weights([("execute", 1.0)])
+        for i in range(6):
+            await agg.push(
+                f"r{i}", [ProgressEvent(PLAN, data=plan.to_data()), ProgressEvent(RUN, status="SUCCEEDED")]
+            )
+        await agg.push("running", [ProgressEvent(PLAN, data=plan.to_data())])  # eviction runs on new state
+        assert (await agg.stats())["runs"] == 4  # the 3 latest finished runs and the running one
+        assert (await agg.snapshot("r5")).status is RunStatus.SUCCEEDED
+        assert await agg.push("r0", [ProgressEvent(RUN, status="SUCCEEDED")]) & NEEDS_SEED  # r0 went
+
+    asyncio.run(scenario())
+
+
+def test_connecting_checks_the_current_cluster_pointer_before_ray_init(monkeypatch):
+    """Without an address, ``ensure_ray`` asks whether Ray's pointer names a live cluster
+    before ``ray.init`` (which would retry a dead one for minutes)."""
+    import ray
+
+    from synapse_ray.executors.ray import connect
+
+    class Refused(ClusterError):
+        pass
+
+    def stale(timeout: float) -> None:
+        raise Refused("stale pointer", address="127.0.0.1:1")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init ran before the pointer check"))
+    monkeypatch.setattr(connect, "check_current_cluster", stale)
+    with pytest.raises(Refused):
+        connect.ensure_ray(None, 2.0)
+
+
+def test_close_waits_for_the_final_records_of_runs_that_ended():
+    """``close`` (and leaving ``with executor:``) waits, bounded, for each ended run's record."""
+    waited: list[float] = []
+
+    class Ended:
+        def wait_settled(self, timeout: float) -> bool:
+            waited.append(timeout)
+            return False  # its record is still pending
+
+    executor = LocalExecutor()
+    handles = [Ended(), Ended()]
+    for handle in handles:
+        executor._track(handle)  # type: ignore[arg-type]
+    assert executor.close(timeout=5.0) is False
+    assert len(waited) == 2 and all(0 <= t <= 5.0 for t in waited)
+    with executor:
+        pass
+    assert len(waited) == 4  # leaving the block closed it too

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -174,3 +174,17 @@ class BackoffAction(BaseTrainAction[RayParams]):
     def execute(self) -> dict[str, Any]:
         note(self.params.log, event="execute")
         return dict(self.client.get_job(1))
+
+
+class CountingStepAction(StepRayActionPlain):
+    """Counts, in the process that calls them, how often its user code builds the run."""
+
+    calls: ClassVar[list[str]] = []
+
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        type(self).calls.append("setup_steps")
+        super().setup_steps(registry)
+
+    def create_context(self) -> TrainContext:
+        type(self).calls.append("create_context")
+        return super().create_context()

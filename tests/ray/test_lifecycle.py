@@ -248,3 +248,16 @@ def test_a_sink_learns_that_batches_landed_without_asking_ray_and_keeps_their_fl
     wait_until(lambda: all(landed.done() for _, landed in sink._in_flight), timeout=30)
     assert sink.take_in_flight() == []
     assert sink.sync() == 0  # handed over: nothing left to wait for
+
+
+@pytest.mark.parametrize("mode", ["actors", "task"])
+def test_the_run_is_built_once_and_the_context_validated_is_the_one_that_runs(mode, tmp_path):
+    """Choosing the mode and validating the steps run no user code twice (the driver used to
+    call setup_steps just to choose the mode, and create_context once to check and again to run)."""
+    from tests.ray.actions import CountingStepAction
+
+    CountingStepAction.calls.clear()
+    result = RayExecutor(mode=mode).execute(CountingStepAction, {"log": str(tmp_path / "notes")})
+    assert result["visited"] == ["load", "train", "upload"]
+    # on the driver: once in actor mode (it runs the orchestrator), never in task mode
+    assert CountingStepAction.calls == (["setup_steps", "create_context"] if mode == "actors" else [])
