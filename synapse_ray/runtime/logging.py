@@ -10,6 +10,8 @@ stay masked, and any registered secret value is cut out of free text.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import re
 import sys
@@ -133,3 +135,53 @@ def configure_logging(level: str = "INFO", json: bool | None = None, force: bool
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def configure_logging_when_imported() -> None:
+    """Our pipeline from structlog's first import in this process on, at no cost before it.
+
+    A fresh Ray worker does not import structlog (about 100 ms) unless something
+    logs. User code there that imports structlog itself and logs would get
+    structlog's defaults: stdout and no redaction. So until structlog is
+    imported, a finder waits for that import and configures right after it.
+    """
+    if "structlog" in sys.modules:
+        configure_logging()
+        return
+    with _hook_lock:
+        if not any(isinstance(finder, _ConfigureOnImport) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _ConfigureOnImport())
+
+
+_hook_lock = threading.Lock()
+
+
+class _ConfigureOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands structlog's own spec back with a loader that configures."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "structlog":
+            return None
+        with _hook_lock:
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)  # once: the real finders answer from here on
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenConfigure(spec.loader)
+        return spec
+
+
+class _ThenConfigure(importlib.abc.Loader):
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self.loader  # leave no trace
+        try:
+            configure_logging()
+        except Exception:  # noqa: BLE001 - never break the caller's import; get_logger retries
+            pass

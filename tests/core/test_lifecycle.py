@@ -353,3 +353,25 @@ def test_close_waits_for_the_final_records_of_runs_that_ended():
     with executor:
         pass
     assert len(waited) == 4  # leaving the block closed it too
+
+
+def test_a_worker_process_gets_our_pipeline_from_structlogs_first_import():
+    """What a fresh Ray worker does before a step: structlog is not imported (it costs
+    about 100 ms), yet user code that imports it and logs gets stderr and redaction."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from synapse_ray.executors.ray.remote import _configure_worker_logging\n"
+        "_configure_worker_logging()\n"
+        "assert 'structlog' not in sys.modules\n"
+        "import structlog\n"
+        "assert not any(type(f).__name__ == '_ConfigureOnImport' for f in sys.meta_path)\n"
+        "assert type(structlog.__spec__.loader).__name__ != '_ThenConfigure'\n"
+        "structlog.get_logger('user').info('step_log', token='tok-123456', note='plain')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""  # stdout stays the CLI's (the result)
+    assert "step_log" in out.stderr and "tok-123456" not in out.stderr and "**********" in out.stderr

@@ -11,7 +11,6 @@ flushes and waits itself (rare path, simplest ordering).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from synapse_ray.executors.ray.kept import results_in, runtime_in
 from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
+from synapse_ray.runtime.logging import configure_logging_when_imported
 from synapse_ray.runtime.pickling import Pickled
 from synapse_ray.runtime.progress import ProgressEvent
 from synapse_ray.steps.changes import ContextChanges
@@ -48,13 +48,11 @@ def _configure_worker_logging() -> None:
     """Set up a worker process for our code: Ray's pickler for contexts, and logging.
 
     User code that logs with structlog gets our pipeline (stderr, redaction), not
-    structlog's default (stdout, which the CLI reserves for the result). Free when
-    nothing imported structlog: importing it costs a fresh worker about 100 ms."""
+    structlog's default (stdout, which the CLI reserves for the result), from the
+    moment structlog is imported: importing it costs a fresh worker about 100 ms,
+    so it is not imported here."""
     use_ray_pickler()
-    if "structlog" in sys.modules:
-        from synapse_ray.runtime.logging import configure_logging
-
-        configure_logging()
+    configure_logging_when_imported()
 
 
 def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
