@@ -261,3 +261,40 @@ def test_the_run_is_built_once_and_the_context_validated_is_the_one_that_runs(mo
     assert result["visited"] == ["load", "train", "upload"]
     # on the driver: once in actor mode (it runs the orchestrator), never in task mode
     assert CountingStepAction.calls == (["setup_steps", "create_context"] if mode == "actors" else [])
+
+
+def test_a_restarted_aggregator_is_reseeded_mid_run_and_the_run_completes(backend_server, tmp_path):
+    """Ray restarts the aggregator with empty state (``max_restarts=-1``). The driver
+    re-seeds it from its own copy when it next reads, so the live view (and the job
+    record's writer) come back before the run ends; the result and final record are right."""
+    import ray
+
+    log = str(tmp_path / "log")
+    job_id = _new_job(backend_server)
+    executor = RayExecutor(backend=backend_server.spec, reuse_actors=False)
+    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": 12.0}, job_id=job_id)
+    wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
+    name = handle.source.aggregator.name
+    actor = ray.get_actor(name, namespace=NAMESPACE)
+    ray.kill(actor, no_restart=False)
+
+    def restarted_and_empty() -> bool:
+        try:
+            return ray.get(actor.snapshot.remote(handle.run_id), timeout=5).steps == {}
+        except ray.exceptions.RayActorError:
+            return False  # still restarting
+
+    wait_until(restarted_and_empty, timeout=60)
+    live = wait_until(lambda: (s := handle.progress()).steps and s, timeout=30)  # re-seeded
+    assert not handle.done(), "the run ended before the re-seed could be seen"
+    assert live.steps["load"].status is StepStatus.SUCCEEDED
+    assert live.steps["train"].status is StepStatus.RUNNING
+
+    result = handle.result(timeout=120)
+    assert result["success"] and result["steps_executed"] == 3
+    snap = handle.progress()
+    assert snap.status is RunStatus.SUCCEEDED and snap.overall == 100.0
+    assert handle.source.aggregator.name == name  # the same actor, restarted: not given up on
+    record = _record(backend_server, job_id)
+    assert record["status"] == "succeeded"
+    assert {s["status"] for s in record["progress_record"]["steps"].values()} == {"succeeded"}

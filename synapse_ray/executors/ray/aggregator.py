@@ -13,10 +13,10 @@ costs the same as one.
 Memory stays bounded in a long-lived driver: finished runs are evicted
 oldest-first beyond ``keep_finished``, and a run nobody has reported on for
 ``abandon_after`` seconds (its driver is gone, or it hangs silently) is
-evicted too. Nothing is lost for a run that is still alive: when the driver
-sends its final status and the aggregator answers that it holds no plan for
-the run (after an eviction or an actor restart), the driver re-seeds it from
-its own copy (``restore``).
+evicted too. A run that is still alive loses nothing it needs: when the
+driver finds that the aggregator holds no plan for it (after an eviction or
+an actor restart), on its next read or at its final status, it re-seeds the
+aggregator from its own copy (``restore``; see ``source.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The driver's view of a run on Ray: the aggregator, with the driver's own copy behind it.
 
 Every read is bounded (``CALL_TIMEOUT``). While the aggregator answers, it is
-the source of truth. If it is gone for good (killed, its node lost), reads
+the source of truth; one that restarted empty is re-seeded from the driver's
+copy on the next read that finds it so. If it is gone for good (killed, its node lost), reads
 fall back to the driver's mirror (plan, step ends, final tails, status), and
 the run's final job record is written from that mirror by the driver, so a
 run always completes with the right result, status and record.
@@ -62,11 +63,41 @@ class AggregatorSource:
 
     def snapshot(self) -> ProgressSnapshot:
         snap = self._read("snapshot")
-        return snap if snap is not None else self._mirror()
+        return self._checked(snap) if snap is not None else self._mirror()
 
     def wait_for_update(self, version: int, timeout: float) -> ProgressSnapshot:
         snap = self._read("wait_for_update", version, timeout, timeout=timeout + CALL_TIMEOUT)
-        return snap if snap is not None else self._mirror()
+        return self._checked(snap) if snap is not None else self._mirror()
+
+    def _checked(self, snap: ProgressSnapshot) -> ProgressSnapshot:
+        """A run the aggregator holds nothing of, while the driver's copy has it.
+
+        Finished: the aggregator dropped it (evicted, or lost in a restart); the copy
+        answers. Live, with every batch the driver sent landed: Ray restarted the
+        aggregator. It is re-seeded now, so the live view and the job record come back
+        mid-run, not only at the run's end."""
+        sink = self.sink
+        if snap.steps or snap.status.is_terminal or sink is None or sink.mirror is None:
+            return snap
+        mirror = sink.mirror_snapshot()
+        if mirror.status.is_terminal:
+            return mirror  # a finished run the aggregator dropped (evicted, or lost in a restart)
+        if not mirror.steps or not sink.all_landed():
+            return snap  # the plan is not the driver's to give yet, or still on its way
+        get_logger("synapse_ray.progress").warning("aggregator_reseeded", run_id=self.run_id)
+        try:
+            self._restore(CALL_TIMEOUT)
+            return self._call("snapshot")
+        except (WorkerCrashedError, RayTimeoutError):
+            self._lose()
+            return self._mirror()
+
+    def _restore(self, timeout: float) -> None:
+        """Replace what the aggregator holds for the run with the driver's copy (job writer too)."""
+        assert self.sink is not None
+        cancelled = bool(self._cancelled()) if self._cancelled is not None else False
+        events = self.sink.mirror_events()
+        self._call("restore", events, cancelled, self.backend, self.job_id, timeout=timeout)
 
     def logs(self) -> list[dict[str, Any]]:
         logs = self._read("logs")
@@ -119,9 +150,7 @@ class AggregatorSource:
                 self._lose()
         if not self._lost and flags & NEEDS_SEED:
             try:
-                cancelled = bool(self._cancelled()) if self._cancelled is not None else False
-                events = self.sink.mirror_events()
-                self._call("restore", events, cancelled, self.backend, self.job_id, timeout=left())
+                self._restore(left())
             except (WorkerCrashedError, RayTimeoutError):
                 self._lose()
         if self.job_id is None:

@@ -105,6 +105,11 @@ class RaySink:
         _release_later(pairs)
         return [ref for ref, landed in pairs if not landed.done()]
 
+    def all_landed(self) -> bool:
+        """Whether every batch sent so far has been folded in (no Ray call: their futures)."""
+        with self._lock:
+            return all(landed.done() for _, landed in self._in_flight)
+
     def sync(self, timeout: float = CALL_TIMEOUT) -> int:
         """Block until every batch sent so far has been folded in; the OR of their flags.
 
