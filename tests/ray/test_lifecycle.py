@@ -45,16 +45,23 @@ def test_task_run_nobody_polls_still_writes_its_final_job_record(backend_server)
     del handle
 
 
-def test_run_completes_when_its_aggregator_is_killed_mid_run(backend_server, tmp_path):
+def _kill_aggregator_in_train(backend_server, tmp_path, slow_train_s: float, restart: bool):
+    """A 3-step actor-mode run with a job; its aggregator killed while 'train' runs."""
     import ray
 
     log = str(tmp_path / "log")
     job_id = _new_job(backend_server)
     executor = RayExecutor(backend=backend_server.spec, reuse_actors=False)
-    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": 2.0}, job_id=job_id)
+    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": slow_train_s}, job_id=job_id)
     wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
     name = handle.source.aggregator.name
-    ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+    actor = ray.get_actor(name, namespace=NAMESPACE)
+    ray.kill(actor, no_restart=not restart)
+    return handle, job_id, name, actor
+
+
+def test_run_completes_when_its_aggregator_is_killed_mid_run(backend_server, tmp_path):
+    handle, job_id, name, _ = _kill_aggregator_in_train(backend_server, tmp_path, 2.0, restart=False)
 
     result = handle.result(timeout=120)
     assert result["success"] and result["steps_executed"] == 3
@@ -269,14 +276,7 @@ def test_a_restarted_aggregator_is_reseeded_mid_run_and_the_run_completes(backen
     record's writer) come back before the run ends; the result and final record are right."""
     import ray
 
-    log = str(tmp_path / "log")
-    job_id = _new_job(backend_server)
-    executor = RayExecutor(backend=backend_server.spec, reuse_actors=False)
-    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": 12.0}, job_id=job_id)
-    wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
-    name = handle.source.aggregator.name
-    actor = ray.get_actor(name, namespace=NAMESPACE)
-    ray.kill(actor, no_restart=False)
+    handle, job_id, name, actor = _kill_aggregator_in_train(backend_server, tmp_path, 12.0, restart=True)
 
     def restarted_and_empty() -> bool:
         try:
