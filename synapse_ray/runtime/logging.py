@@ -172,6 +172,8 @@ class _ConfigureOnImport(importlib.abc.MetaPathFinder):
 
 
 class _ThenConfigure(importlib.abc.Loader):
+    """structlog's own loader, then our pipeline; the module keeps its own loader after."""
+
     def __init__(self, loader: Any) -> None:
         self.loader = loader
 

@@ -2,10 +2,10 @@
 
 Every read is bounded (``CALL_TIMEOUT``). While the aggregator answers, it is
 the source of truth; one that restarted empty is re-seeded from the driver's
-copy on the next read that finds it so. If it is gone for good (killed, its node lost), reads
-fall back to the driver's mirror (plan, step ends, final tails, status), and
-the run's final job record is written from that mirror by the driver, so a
-run always completes with the right result, status and record.
+copy on the next read that finds it so. If it is gone for good (killed, its
+node lost), reads fall back to the driver's mirror (plan, step ends, final
+tails, status), and the run's final job record is written from that mirror by
+the driver, so a run always completes with the right result, status and record.
 """
 
 from __future__ import annotations
