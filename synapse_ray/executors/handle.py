@@ -62,11 +62,13 @@ class RunHandle:
         self._final: RunStatus | None = None
 
     # -- the run ---------------------------------------------------------------
-    def start(self, work: Callable[[], Any]) -> RunHandle:
-        RUNNERS.start(functools.partial(self._main, work))
+    def start(self, work: Callable[[], Any], then: Callable[[], Any] | None = None) -> RunHandle:
+        """Run ``work`` on a run thread. ``then`` is bookkeeping the work left for after its
+        caller has the outcome (it runs before the final status is sent)."""
+        RUNNERS.start(functools.partial(self._main, work, then))
         return self
 
-    def _main(self, work: Callable[[], Any]) -> None:
+    def _main(self, work: Callable[[], Any], then: Callable[[], Any] | None) -> None:
         rt = self.runtime
         result: Any = None
         error: BaseException | None = None
@@ -83,6 +85,11 @@ class RunHandle:
         if rt.job_id is None:
             self._done.set()  # no record to wait for: the caller need not wait for the bookkeeping
             time.sleep(0)  # let a waiting caller take the GIL before the bookkeeping below
+        if then is not None:
+            try:
+                then()
+            except Exception as exc:  # noqa: BLE001 - the outcome stands; the final status still goes
+                rt.logger.warning("run_bookkeeping_failed", error=f"{type(exc).__name__}: {exc}")
         try:
             # after every batch sent before has landed (see final_status)
             rt.progress.final_status(status.value, str(error) if error else None)
@@ -108,9 +115,13 @@ class RunHandle:
             return self._final or RunStatus.FAILED  # known here before the holder has it
         return self.source.snapshot().status
 
-    def progress(self) -> ProgressSnapshot:
+    def _after_the_end(self) -> None:
+        """A run that ended is read once its last events and final status have landed."""
         if self._done.is_set():
-            self._settled.wait(2 * FINAL_RECORD_TIMEOUT)  # the final status has landed before we read
+            self._settled.wait(2 * FINAL_RECORD_TIMEOUT)
+
+    def progress(self) -> ProgressSnapshot:
+        self._after_the_end()
         return self.source.snapshot()
 
     def wait_for_update(self, version: int, timeout: float = 1.0) -> ProgressSnapshot:
@@ -120,6 +131,7 @@ class RunHandle:
         return self.source.wait_for_update(version, timeout)
 
     def logs(self) -> list[dict[str, Any]]:
+        self._after_the_end()
         return self.source.logs()
 
     def done(self) -> bool:

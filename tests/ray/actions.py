@@ -49,6 +49,7 @@ class RayParams(BaseModel):
     upload: bool = False
     dataset_id: int | None = None
     shout: str | None = None  # printed on the worker's stdout
+    log_event: str | None = None  # a log entry at the end of execute (it rides back with the result)
 
 
 class SimpleRayAction(BaseTrainAction[RayParams]):
@@ -64,6 +65,8 @@ class SimpleRayAction(BaseTrainAction[RayParams]):
         if p.fail_at == "execute":
             raise KeyError("missing column")
         self.set_progress(2, 2, self.progress.TRAIN)
+        if p.log_event:
+            self.log(p.log_event, {"attempt": self.runtime_ctx.run_attempt})
         out: dict[str, Any] = {
             "where": where(),
             "has_token": self.runtime_ctx.backend is not None,

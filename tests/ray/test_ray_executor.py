@@ -194,6 +194,18 @@ def test_long_poll_streams_increasing_progress():
     assert values[-1] == 100.0
 
 
+def test_reads_right_after_the_result_see_what_rode_back_with_it():
+    """A task's last events come back with its result and are forwarded after the caller
+    has it: every read of the ended run waits for them, never a half-told run."""
+    ex = RayExecutor(mode="task")
+    for i in range(4):
+        handle = ex.submit(SimpleRayAction, {"log_event": f"done-{i}"})
+        assert handle.result(timeout=60)["run_attempt"] == 1
+        assert [(e["event"], e["data"]["attempt"]) for e in handle.logs()] == [(f"done-{i}", 1)]
+        snap = handle.progress()
+        assert snap.status is RunStatus.SUCCEEDED and snap.categories["train"].current == 2
+
+
 # -- bad input --------------------------------------------------------------------
 def test_unreachable_address_fails_fast_naming_it():
     started = time.monotonic()

@@ -3,9 +3,10 @@
 Both receive plain values (action class, validated params, a pickled
 ``RuntimeContext`` holding the backend spec and the progress transport) and
 rebuild what they need. On success the last progress batch rides back with
-the result (``Outcome``) and the driver forwards it ahead of the final status:
-the driver never sees a result before the progress that led to it, and the
-worker saves a blocking round trip to the aggregator. On failure the worker
+the result (``Outcome``) and the driver forwards it ahead of the final status
+(a run's handle reads wait for that once the run ended, so none sees a result
+without the progress that led to it), and the worker saves a blocking round
+trip to the aggregator. On failure the worker
 flushes and waits itself (rare path, simplest ordering).
 """
 
