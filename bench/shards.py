@@ -9,6 +9,9 @@ Arms (interleaved per round, medians reported):
    and a serial time taken once, minutes away from the arms, moved the
    efficiency by as much.
 2. raw: ``ray.get([f.remote(s) for s in shards])``.
+   procs (info): the same shards over a warm pool of plain processes, one per
+   CPU, no Ray in their path: what any process fan-out gets from this machine
+   while the cluster's own processes run beside it (the efficiency's ceiling).
 3. raw, in a task (info): one Ray task that runs arm 2 itself, so its shards are
    children of a task as ours are in a step. Owning the shards from a task was
    1 to 13 % slower than from the driver here, and the cause is worker churn:
@@ -40,12 +43,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,7 +60,7 @@ from bench.prelude import precompile  # noqa: E402  (sets Ray's environment; ray
 from synapse_ray import BaseTrainAction, RayExecutor, RuntimeContext, iter_shards, map_shards  # noqa: E402
 from synapse_ray.executors.ray.shards import RayShardRunner  # noqa: E402
 
-LOOPS_PER_MS = 0  # calibrated at start
+RAY_CPUS = 2  # the cluster this script starts, and the plain-process pool alike
 
 
 def burn(loops: int) -> int:
@@ -191,10 +196,13 @@ def main() -> None:
 
     loops = calibrate(args.work_ms)
     n = args.shards
+    # forked and warmed before Ray starts its threads in this process
+    pool = ProcessPoolExecutor(max_workers=RAY_CPUS, mp_context=multiprocessing.get_context("fork"))
+    list(pool.map(burn, [1000] * RAY_CPUS))
     if args.worker_soft_limit is not None:  # read by the raylet this ray.init starts
         os.environ["RAY_num_workers_soft_limit"] = str(args.worker_soft_limit)
     # a cluster of its own, even when another one was started on this machine with `ray start`
-    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ctx = ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR")
     cpus = int(ray.cluster_resources()["CPU"])
     print(
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
@@ -223,6 +231,7 @@ def main() -> None:
     arms: dict[str, Any] = {
         "serial": serial_arm,
         "raw": lambda: ray.get([remote_burn.remote(s) for s in shards]),
+        "procs": lambda: list(pool.map(burn, shards)),
         "raw_in_task": lambda: ray.get(remote_raw_in_task.remote(shards)),
         "ours_driver": lambda: map_shards(rt, burn, shards),
         "ours_step": lambda: executor.execute(ShardsInAStep, {"shards": n, "loops": loops}),
@@ -256,6 +265,11 @@ def main() -> None:
             f"driver {eff['ours_driver']:.3f} (raw Ray: {eff['raw']:.3f}) (goal >= 0.85) "
             f"{verdict(eff['ours_step'] >= 0.85)}"
         )
+    ceiling = serial / (med["procs"] * cpus)
+    print(
+        f"   info: plain processes, no Ray in their path (a warm pool of {cpus}, beside this cluster's "
+        f"idle daemons): {ceiling:.3f}; raw Ray reaches {serial / (med['raw'] * cpus) / ceiling:.3f} of that"
+    )
     ratio = med["ours_step"] / med["raw"]
     ratio_driver = med["ours_driver"] / med["raw"]
     print(
@@ -284,6 +298,7 @@ def main() -> None:
         f"(after warm-up {small['base_mib']:.1f} / {big['base_mib']:.1f} MiB) (goal within 10 %) "
         f"{verdict(abs(growth) <= 0.10)}"
     )
+    pool.shutdown()
     ray_data_arm(rd, ray, burn, shards, times, args.rounds, med)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ray.shutdown()
