@@ -23,6 +23,10 @@ from synapse_ray.runtime.status import RunStatus
 from synapse_ray.steps.orchestrator import settle, status_for
 
 FINAL_RECORD_TIMEOUT = 10.0
+# The most the bookkeeping after a run's end can take with an aggregator that stopped
+# answering: the returned tail's wait (10 s), the final status's sync (10 s), and
+# ``finish`` (its 10 s, 10 s more for the aggregator, then the driver's own write).
+SETTLE_BOUND = 5 * FINAL_RECORD_TIMEOUT
 
 
 class ProgressSource(Protocol):
@@ -118,7 +122,7 @@ class RunHandle:
     def _after_the_end(self) -> None:
         """A run that ended is read once its last events and final status have landed."""
         if self._done.is_set():
-            self._settled.wait(2 * FINAL_RECORD_TIMEOUT)
+            self._settled.wait(SETTLE_BOUND)
 
     def progress(self) -> ProgressSnapshot:
         self._after_the_end()

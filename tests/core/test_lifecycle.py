@@ -16,7 +16,7 @@ import pytest
 from synapse_ray import ClusterError, LocalExecutor, RunStatus
 from synapse_ray.executors.handle import RunHandle
 from synapse_ray.runtime.context import RuntimeContext
-from synapse_ray.runtime.progress import PLAN, PROGRESS, RUN, STEP, ProgressEvent, ProgressPlan
+from synapse_ray.runtime.progress import LOG, PLAN, PROGRESS, RUN, STEP, ProgressEvent, ProgressPlan
 from synapse_ray.runtime.progress_state import ProgressState
 from synapse_ray.runtime.reporter import _SENDER, ProgressReporter
 from tests.conftest import REPO
@@ -375,3 +375,22 @@ def test_a_worker_process_gets_our_pipeline_from_structlogs_first_import():
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""  # stdout stays the CLI's (the result)
     assert "step_log" in out.stderr and "tok-123456" not in out.stderr and "**********" in out.stderr
+
+
+def test_logs_of_a_finished_run_the_aggregator_dropped_come_from_the_driver_copy():
+    """An aggregator that evicted a finished run (or restarted) answers ``[]`` for its logs:
+    the driver's copy has them, as it has the run's snapshot."""
+    from synapse_ray.executors.ray.source import AggregatorSource
+    from synapse_ray.executors.ray.transport import AggregatorRef, RaySink
+
+    sink = RaySink(AggregatorRef("progress-test", "ns"), "r1", mirror=True)
+    source = AggregatorSource(sink.aggregator, "r1", sink)
+    answers = {"logs": []}
+    source._call = lambda method, *args, **kw: answers[method]  # type: ignore[method-assign]
+    assert sink.mirror is not None
+    sink.mirror.apply([ProgressEvent(LOG, data={"event": "saved"})])
+    assert source.logs() == []  # running: the aggregator's (empty) answer stands
+    sink.mirror.apply([ProgressEvent(RUN, status="SUCCEEDED")])
+    assert [e["event"] for e in source.logs()] == ["saved"]  # finished, dropped: the copy answers
+    answers["logs"] = [{"event": "from-aggregator"}]
+    assert source.logs() == [{"event": "from-aggregator"}]  # while the aggregator holds it, it wins

@@ -100,11 +100,16 @@ class AggregatorSource:
         self._call("restore", events, cancelled, self.backend, self.job_id, timeout=timeout)
 
     def logs(self) -> list[dict[str, Any]]:
+        """The aggregator's entries; the driver's copy's when it is gone, or holds nothing
+        of a finished run (evicted, or lost in a restart), as for snapshots."""
         logs = self._read("logs")
-        if logs is not None:
+        if logs:
             return logs
-        assert self.sink is not None and self.sink.mirror is not None
-        return list(self.sink.mirror.logs)
+        copy = self.sink.mirror_logs() if self.sink is not None else None
+        if copy is None:
+            return logs or []
+        finished, entries = copy
+        return entries if logs is None or finished else logs
 
     def request_cancel(self) -> None:
         if not self._lost:

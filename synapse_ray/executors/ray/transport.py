@@ -135,6 +135,13 @@ class RaySink:
         with self._lock:
             return self.mirror.snapshot()
 
+    def mirror_logs(self) -> tuple[bool, list[dict[str, Any]]] | None:
+        """``(finished, log entries)`` of the driver's copy; None without one."""
+        if self.mirror is None:
+            return None
+        with self._lock:
+            return self.mirror.status.is_terminal, list(self.mirror.logs)
+
     def mirror_events(self) -> list[ProgressEvent]:
         if self.mirror is None:
             return []
