@@ -16,23 +16,51 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 _lock = threading.Lock()
+# Per variable: the value before the first open scope set it, and the open scopes'
+# values, newest last. Runs in one process overlap (two LocalExecutor runs, a run
+# and its shards): each scope's exit must restore what is right for the scopes
+# still open, and the first value once none is, whatever order they close in.
+_original: dict[str, str | None] = {}
+_open: dict[str, list[tuple[int, str]]] = {}
 
 
 @contextmanager
 def applied_env(env: Mapping[str, str] | None) -> Iterator[None]:
-    """Set ``env`` in ``os.environ`` for the duration of the block, then restore it."""
+    """Set ``env`` in ``os.environ`` for the duration of the block, then restore it.
+
+    Overlapping blocks in one process share the environment: while two are open, a
+    variable holds the newer block's value; when the last one closes, its value from
+    before the first.
+    """
     if not env:
         yield
         return
+    scope = object()
+    values = {key: str(value) for key, value in env.items()}
     with _lock:
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update({key: str(value) for key, value in env.items()})
+        for key, value in values.items():
+            if key not in _open:
+                _original[key] = os.environ.get(key)
+                _open[key] = []
+            _open[key].append((id(scope), value))
+            os.environ[key] = value
     try:
         yield
     finally:
         with _lock:
-            for key, old in saved.items():
-                if old is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = old
+            for key in values:
+                _close(key, id(scope))
+
+
+def _close(key: str, scope: int) -> None:
+    stack = [entry for entry in _open[key] if entry[0] != scope]
+    if stack:
+        _open[key] = stack
+        os.environ[key] = stack[-1][1]
+        return
+    del _open[key]
+    old = _original.pop(key)
+    if old is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = old

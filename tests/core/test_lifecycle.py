@@ -394,3 +394,23 @@ def test_logs_of_a_finished_run_the_aggregator_dropped_come_from_the_driver_copy
     assert [e["event"] for e in source.logs()] == ["saved"]  # finished, dropped: the copy answers
     answers["logs"] = [{"event": "from-aggregator"}]
     assert source.logs() == [{"event": "from-aggregator"}]  # while the aggregator holds it, it wins
+
+
+def test_overlapping_runs_env_never_leaks_whatever_order_they_end(monkeypatch):
+    """Two runs in one process with different ``env=``: while both run the newer value
+    holds; once both ended, the variable is what it was before either."""
+    from synapse_ray.runtime.env import applied_env
+
+    monkeypatch.setenv("SYNAPSE_TEST_KEPT", "before")
+    monkeypatch.delenv("SYNAPSE_TEST_NEW", raising=False)
+    for first_to_end in ("a", "b"):
+        a = applied_env({"SYNAPSE_TEST_KEPT": "a", "SYNAPSE_TEST_NEW": "a"})
+        b = applied_env({"SYNAPSE_TEST_KEPT": "b", "SYNAPSE_TEST_NEW": "b"})
+        a.__enter__()
+        b.__enter__()
+        assert os.environ["SYNAPSE_TEST_KEPT"] == "b"
+        (a if first_to_end == "a" else b).__exit__(None, None, None)
+        assert os.environ["SYNAPSE_TEST_NEW"] == ("b" if first_to_end == "a" else "a")  # the open run's
+        (b if first_to_end == "a" else a).__exit__(None, None, None)
+        assert os.environ["SYNAPSE_TEST_KEPT"] == "before"
+        assert "SYNAPSE_TEST_NEW" not in os.environ
