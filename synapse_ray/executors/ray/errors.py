@@ -4,7 +4,8 @@ In the manner of httpx's ``map_exceptions``: code that waits on Ray wraps the
 wait in ``with map_ray_errors(what, ...)`` and gets
 
 - ``RayTaskError``: the remote exception itself (the user's own type), with
-  the remote traceback attached as ``remote_traceback`` and as its cause;
+  the remote traceback attached as ``remote_traceback`` and as its cause (a
+  remote that failed on a dead worker of its own is a dead worker, below);
 - a dead worker (``RayActorError``, Ray's ``WorkerCrashedError``,
   ``OutOfMemoryError``, ``NodeDiedError``, ``ObjectLostError``):
   ``WorkerCrashedError``, chained ``from`` Ray's error;
@@ -76,6 +77,10 @@ def map_ray_errors(what: str, *, step: str | None = None, attempt: int | None = 
         cause = unwrap_remote(exc)
         if cause is exc:
             raise
+        if isinstance(cause, _crash_types()):  # the remote code lost a worker or object it waited on
+            raise WorkerCrashedError(
+                f"{what}: a worker process it depended on died ({first_line(cause)})", **fields
+            ) from cause
         raise cause  # noqa: B904 - the remote cause chain is attached by unwrap_remote
     except TaskCancelledError as exc:
         raise RunCancelledError(f"{what} was cancelled", **fields) from exc

@@ -13,7 +13,9 @@ import sys
 from typing import Any
 
 from synapse_ray.errors import ConfigurationError
+from synapse_ray.executors.ray.errors import map_ray_errors
 
+PROBE_TIMEOUT = 300.0  # a first worker may install a runtime_env (pip) before it can answer
 _importable: set[str] = set()
 
 
@@ -46,7 +48,8 @@ def ship_code(cls: type, runtime_env: dict[str, Any] | None = None) -> None:
     probe = ray.remote(num_cpus=0, max_retries=0)(_probe_import)
     if runtime_env:
         probe = probe.options(runtime_env=runtime_env)
-    error = ray.get(probe.remote(module_name), timeout=300)
+    with map_ray_errors(f"Checking that Ray workers can import {module_name!r}"):
+        error = ray.get(probe.remote(module_name), timeout=PROBE_TIMEOUT)
     if error is None:
         _importable.add(key)
     else:

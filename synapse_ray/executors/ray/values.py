@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from synapse_ray.errors import ContextPicklingError, ValueTransferError
+from synapse_ray.executors.ray.errors import first_line
 from synapse_ray.runtime.pickling import ByReference, Pickled
 from synapse_ray.steps.artifacts import ArtifactRecord, artifact_path, pack, scan
 from synapse_ray.steps.changes import ContextChanges, Fingerprint, diff, pickle_attribute, snapshot, tracked
@@ -45,7 +46,8 @@ class StoredValue(ByReference):
 
         if self.ref is None:
             raise ValueTransferError(f"Context value '{self.slot}' was never stored", attribute=self.slot)
-        return ray.get(self.ref)
+        with _fetching([self.slot]):
+            return ray.get(self.ref)
 
     def __repr__(self) -> str:
         return f"<StoredValue {self.slot!r}: {self.type_name}, {self.nbytes} bytes in Ray's object store>"
@@ -58,9 +60,27 @@ def receive(ctx: Any) -> dict[str, tuple[int, Fingerprint]]:
 
     stored = {k: v for k, v in tracked(ctx).items() if isinstance(v, StoredValue)}
     if stored:
-        for key, value in zip(stored, ray.get([v.ref for v in stored.values()]), strict=True):
+        with _fetching(list(stored)):
+            values = ray.get([v.ref for v in stored.values()])
+        for key, value in zip(stored, values, strict=True):
             setattr(ctx, key, value)
     return snapshot(ctx)
+
+
+@contextmanager
+def _fetching(slots: list[str]) -> Iterator[None]:
+    """A stored value Ray lost (its owner or every copy gone) is a failed transfer, named."""
+    from ray.exceptions import ObjectLostError
+
+    try:
+        yield
+    except ObjectLostError as exc:
+        names = ", ".join(repr(s) for s in slots)
+        raise ValueTransferError(
+            f"Context value {names} is lost from Ray's object store ({first_line(exc)}): the process "
+            "that owned it died before the next step read it.",
+            attribute=slots[0],
+        ) from exc
 
 
 def collect(
