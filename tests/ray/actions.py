@@ -139,6 +139,13 @@ class StepRayAction(BaseTrainAction[RayParams]):
         registry.register(RecStep("upload"))
 
 
+class SetupFailsAction(StepRayAction):
+    """A step-based action whose own setup fails: a run that fails, in every executor alike."""
+
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        raise KeyError("no such step config")
+
+
 class StepRayActionPlain(StepRayAction):
     """The same three steps, none with a retry policy: crash retries alone decide."""
 

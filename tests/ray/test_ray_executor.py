@@ -9,6 +9,7 @@ import pytest
 
 from synapse_ray import (
     ActionError,
+    LocalExecutor,
     ContextPicklingError,
     RunCancelledError,
     RunStatus,
@@ -19,6 +20,7 @@ from synapse_ray.errors import ClusterError, ConfigurationError
 from synapse_ray.executors.ray.executor import RayExecutor
 from tests.ray.actions import (
     LockContextAction,
+    SetupFailsAction,
     NoRollbackAction,
     SimpleRayAction,
     StepRayAction,
@@ -192,6 +194,17 @@ def test_long_poll_streams_increasing_progress():
     assert values == sorted(values)  # overall never went backwards
     assert len({round(v) for v in values if 0 < v < 100}) >= 3  # intermediate values streamed
     assert values[-1] == 100.0
+
+
+@pytest.mark.parametrize("make", [LocalExecutor, lambda: RayExecutor(mode="task"), RayExecutor])
+def test_a_failing_setup_steps_fails_the_run_alike_in_every_executor(make):
+    """The action's own code failing before any step (here ``setup_steps``): submit hands
+    back a run, and result() raises ActionError with the user's error as its cause."""
+    handle = make().submit(SetupFailsAction, {})
+    with pytest.raises(ActionError, match="no such step config") as info:
+        handle.result(timeout=60)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert handle.status() is RunStatus.FAILED and handle.progress().status is RunStatus.FAILED
 
 
 def test_reads_right_after_the_result_see_what_rode_back_with_it():

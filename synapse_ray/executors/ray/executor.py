@@ -166,13 +166,22 @@ class RayExecutor(Executor):
         )
         runtime.step_placement = placement
         runtime.progress.flush_step_events = False  # an aggregator call between steps costs ~0.3 ms
-        action = cls(params, runtime)
-        steps, ctx, _ = action.prepare_run()
-        placement.validate(steps, ctx)  # bad input fails here, before any actor starts
+        action: Any = None
+        failure: Exception | None = None
+        try:
+            action = cls(params, runtime)
+            steps, ctx, _ = action.prepare_run()
+        except Exception as exc:  # noqa: BLE001 - the user's code failed: the run fails, as it
+            # would in a task or in-process (result() raises it, typed; the job record says so)
+            failure = exc
+        else:
+            placement.validate(steps, ctx)  # bad input fails here, before any actor starts
         if job_id is not None:
             _attach_job(aggregator, run_id, backend, job_id)
 
         def work() -> Any:
+            if failure is not None:
+                raise failure
             runtime.progress.run_status(RunStatus.RUNNING.value)
             return action.run()
 
