@@ -9,8 +9,8 @@ import pytest
 
 from synapse_ray import (
     ActionError,
-    LocalExecutor,
     ContextPicklingError,
+    LocalExecutor,
     RunCancelledError,
     RunStatus,
     StepError,
@@ -20,8 +20,8 @@ from synapse_ray.errors import ClusterError, ConfigurationError
 from synapse_ray.executors.ray.executor import RayExecutor
 from tests.ray.actions import (
     LockContextAction,
-    SetupFailsAction,
     NoRollbackAction,
+    SetupFailsAction,
     SimpleRayAction,
     StepRayAction,
     read_notes,
