@@ -93,8 +93,11 @@ class InProcessSession:
         return handle
 
     def cancel(self) -> int:
+        """Drop the queued shards and say how many: nothing runs while the mapper is not in
+        ``wait``, so every shard not yet done is queued and is stopped by being dropped."""
+        stopped = len(self._queue)
         self._queue.clear()
-        return 0  # nothing runs while the mapper waits: a shard is either done or not started
+        return stopped
 
     def close(self) -> None:
         self._queue.clear()

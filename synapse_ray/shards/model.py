@@ -86,7 +86,12 @@ class ShardSession(Protocol):
     def fetch(self, handle: Any) -> Any: ...
 
     def cancel(self) -> int:
-        """Stop every submitted shard; how many were still running."""
+        """Stop every submitted shard; how many were not finished (running or queued).
+
+        It may block (Ray gives running shards a grace period to stop). The mapper has
+        already counted and reported these shards as cancelled before calling it, so a
+        step killed during that wait still leaves counts that add up.
+        """
 
     def close(self) -> None: ...
 

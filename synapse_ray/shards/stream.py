@@ -39,6 +39,10 @@ DEFAULT_CATEGORY = "shards"
 WAIT_SLICE = 0.25  # how often a waiting mapper looks at the cancel flag
 LISTED_FAILURES = 20  # failures named in an error message (all are kept in ``failures``)
 
+# a retry waiting for its delay: (due, index, task, the error that asked for it); the error
+# is kept so the shard can fail with it if the step fails first and the retry never runs
+Delayed = tuple[float, int, ShardTask, BaseException]
+
 
 class ShardStream(Iterator[ShardResult]):
     """One fan-out: every bad input is refused here, before any worker is asked for."""
@@ -110,7 +114,7 @@ class ShardStream(Iterator[ShardResult]):
         session, rt, counts = self._session, self.runtime, self.counts
         limit = self.max_in_flight
         in_flight: dict[int, ShardTask] = {}
-        delayed: list[tuple[float, int, ShardTask]] = []  # retries waiting for their delay
+        delayed: list[Delayed] = []  # a heap: retries waiting for their delay
         ready: dict[int, Any] = {}  # ordered mode: finished, waiting for an earlier shard
         skipped: set[int] = set()  # ordered mode: failed indices not yet passed
         next_out = 0
@@ -118,7 +122,7 @@ class ShardStream(Iterator[ShardResult]):
         try:
             while True:
                 if rt.cancelled:
-                    self._cancelled(in_flight)
+                    self._cancelled(in_flight, delayed)
                 # ordered: what waits for an earlier shard plus what may still land stays
                 # within twice the bound (capping ``ready`` alone let it reach three times)
                 while not (exhausted or doomed) and len(in_flight) < min(limit, 2 * limit - len(ready)):
@@ -158,21 +162,20 @@ class ShardStream(Iterator[ShardResult]):
                         else:
                             yield ShardResult(task.index, session.fetch(done.handle))
                         continue
+                    error = done.error
                     delay = self._retry_delay(task, done, doomed)
                     if delay is not None:
                         counts["retried"] += 1
                         task.attempt += 1
                         if delay > 0:
-                            heapq.heappush(delayed, (time.monotonic() + delay, task.index, task))
+                            heapq.heappush(delayed, (time.monotonic() + delay, task.index, task, error))
                         else:
                             session.submit(task)
                         continue
-                    del in_flight[task.index]
-                    counts["failed"] += 1
-                    self.failures.append(ShardFailure.from_exception(task.index, done.error))  # type: ignore[arg-type]
-                    if self.ordered:
-                        skipped.add(task.index)
+                    self._failed(task.index, error, in_flight, skipped)
                     doomed = doomed or counts["failed"] > self.allow_failures
+                if doomed:
+                    self._fail_delayed(delayed, in_flight, skipped)
                 while self.ordered and (next_out in ready or next_out in skipped):
                     if next_out in skipped:
                         skipped.discard(next_out)
@@ -182,9 +185,7 @@ class ShardStream(Iterator[ShardResult]):
             self._report(0, closed=True)
             self._raise_or_warn()
         except BaseException:
-            if in_flight:
-                counts["cancelled"] += session.cancel()
-            self._report(0, closed=True)
+            self._stop(in_flight, delayed)
             raise
         finally:
             session.close()
@@ -203,13 +204,47 @@ class ShardStream(Iterator[ShardResult]):
             return self.retry.delay_for(tries)
         return None
 
-    def _cancelled(self, in_flight: dict[int, ShardTask]) -> None:
-        running = self._session.cancel() if in_flight else 0
+    def _failed(
+        self, index: int, error: BaseException, in_flight: dict[int, ShardTask], skipped: set[int]
+    ) -> None:
+        """Shard ``index`` failed for good with ``error``."""
+        del in_flight[index]
+        self.counts["failed"] += 1
+        self.failures.append(ShardFailure.from_exception(index, error))
+        if self.ordered:
+            skipped.add(index)
+
+    def _fail_delayed(
+        self,
+        delayed: list[Delayed],
+        in_flight: dict[int, ShardTask],
+        skipped: set[int],
+    ) -> None:
+        """The step is failing: a retry waiting for its delay is not sent (that would be a
+        new submission, and the error would wait for it); it fails with its last error."""
+        for _, index, _, error in delayed:
+            self._failed(index, error, in_flight, skipped)
+        delayed.clear()
+
+    def _stop(self, in_flight: dict[int, ShardTask], delayed: list[Delayed]) -> int:
+        """Count every unfinished shard (running, queued in the runner, or waiting for a
+        retry delay) as cancelled and report that, then stop them. The report goes first:
+        stopping may block (Ray grants running shards a grace period), and the step may be
+        killed meanwhile; the final counts must already add up."""
+        stopped = len(in_flight)
         in_flight.clear()
-        self.counts["cancelled"] += running
+        delayed.clear()
+        self.counts["cancelled"] += stopped
+        self._report(0, closed=True)
+        if stopped:
+            self._session.cancel()
+        return stopped
+
+    def _cancelled(self, in_flight: dict[int, ShardTask], delayed: list[Delayed]) -> None:
+        stopped = self._stop(in_flight, delayed)
         c = self.counts
         raise RunCancelledError(
-            f"{self.what} cancelled: {running} running shards cancelled, {c['done']} done, "
+            f"{self.what} cancelled: {stopped} unfinished shards cancelled, {c['done']} done, "
             f"{c['submitted']} of {self.total if self.total is not None else '?'} submitted",
             step=self.runtime.progress.step,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ from synapse_ray import (
 )
 from synapse_ray.errors import ShardsFailedError, ShardSourceError
 from synapse_ray.parallel import InProcessShardRunner, ShardResult, iter_shards, map_shards
+from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.progress import PLAN, SHARD, STEP, ProgressEvent, ProgressPlan
 from synapse_ray.runtime.progress_state import ProgressState
-from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+from synapse_ray.runtime.reporter import LocalSink, NullSink, ProgressReporter
+from synapse_ray.shards.model import ShardBase, ShardDone, ShardJob, ShardOptions, ShardTask
 from tests.shard_actions import ShardAction, read_notes
 
 
@@ -298,6 +301,110 @@ def test_retry_waits_its_delay_and_a_cancel_cuts_it_short():
 
 def _always_fails(x: int) -> int:
     raise RuntimeError("no")
+
+
+def test_a_failing_step_fails_at_once_without_running_a_waiting_retry():
+    """Shard 0 waits 3 s for its retry when shard 1 fails for good: the step is failing, so
+    shard 0 is not sent again; it fails with its last error and the error comes now."""
+    rt, state = _local_ctx()
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        if x == 0:
+            raise RuntimeError("flaky 0")
+        raise ValueError("bad 1")
+
+    policy = RetryPolicy(max_attempts=3, delay=3.0, retry_on=(RuntimeError,))
+    started = time.monotonic()
+    with pytest.raises(ShardsFailedError) as info:
+        map_shards(rt, fn, [0, 1], retry=policy, max_in_flight=2)
+    assert time.monotonic() - started < policy.delay
+    assert calls == [0, 1]  # shard 0 ran exactly once
+    assert [(f.index, f.error_type, f.message) for f in info.value.failures] == [
+        (0, "RuntimeError", "flaky 0"),
+        (1, "ValueError", "bad 1"),
+    ]
+    rt.progress.flush()
+    counts = state.snapshot().shards["shards"]
+    assert (counts.submitted, counts.failed, counts.cancelled, counts.running) == (2, 2, 0, 0)
+
+
+def test_a_cancel_counts_queued_shards_and_waiting_retries_as_cancelled():
+    """Shard 0 waits 30 s for its retry, shards 3 and 4 are queued when shard 2 cancels the
+    run: all three count as cancelled, so the final counts add up to what was submitted."""
+    rt, state = _local_ctx()
+
+    def fn(x: int) -> int:
+        if x == 0:
+            raise RuntimeError("retry me later")
+        if x == 2:
+            rt.cancel_token.cancel("test")
+        return x
+
+    with pytest.raises(RunCancelledError, match="3 unfinished shards cancelled"):
+        map_shards(rt, fn, range(100), max_in_flight=4, retry=RetryPolicy(max_attempts=2, delay=30.0))
+    rt.progress.flush()
+    c = state.snapshot().shards["shards"]
+    assert (c.submitted, c.done, c.failed, c.cancelled, c.running) == (5, 2, 0, 3, 0)
+    assert c.done + c.failed + c.cancelled == c.submitted
+
+
+def test_the_in_process_session_cancel_drops_and_counts_its_queued_shards():
+    ran: list[int] = []
+    base = ShardBase("m", "shards", None, 1, 1, NullSink(), CancelToken(), {}, wants_ctx=False)
+    session = InProcessShardRunner().open(ShardJob(ran.append, base, ShardOptions(), "map_shards(append)"))
+    for i in range(3):
+        session.submit(ShardTask(i, i))
+    assert [d.task.index for d in session.wait(0)] == [0]
+    assert session.cancel() == 2  # shards 1 and 2 were queued, not finished
+    assert session.wait(0) == [] and ran == [0]
+
+
+class _SlowToCancel:
+    """A fake runner whose ``cancel`` stands for Ray's grace wait, during which the step may
+    be killed: it notes the shard counts reported by the time it is called."""
+
+    capacity = 4
+    crash_retries = 0
+
+    def __init__(self, rt: RuntimeContext, state: ProgressState) -> None:
+        self.rt, self.state = rt, state
+        self.running: list[ShardTask] = []
+        self.seen: Any = None
+
+    def open(self, job: Any) -> _SlowToCancel:
+        return self
+
+    def submit(self, task: ShardTask) -> None:
+        self.running.append(task)
+
+    def wait(self, timeout: float) -> list[ShardDone]:
+        """Shard 0 finishes, then the run is cancelled while the others still run."""
+        self.rt.cancel_token.cancel("test")
+        return [ShardDone(self.running.pop(0), handle=0)]
+
+    def fetch(self, handle: Any) -> Any:
+        return handle
+
+    def cancel(self) -> int:
+        self.rt.progress.flush()
+        self.seen = self.state.snapshot().shards["shards"]
+        stopped, self.running = len(self.running), []
+        return stopped
+
+    def close(self) -> None:
+        return None
+
+
+def test_running_shards_are_reported_cancelled_before_the_runner_waits_for_them():
+    rt, state = _local_ctx()
+    runner = _SlowToCancel(rt, state)
+    rt.shard_runner = runner
+    with pytest.raises(RunCancelledError):
+        map_shards(rt, lambda x: x, range(10), max_in_flight=4)
+    seen = runner.seen
+    assert (seen.submitted, seen.done, seen.cancelled, seen.running) == (4, 1, 3, 0)
 
 
 def test_the_live_display_shows_shard_counts():

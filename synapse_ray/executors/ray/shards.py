@@ -192,7 +192,11 @@ class RayShardSession:
 
     # -- stop --------------------------------------------------------------------------
     def cancel(self) -> int:
-        """Stop every submitted shard: an interrupt first, a kill for what ignores it."""
+        """Stop every submitted shard: an interrupt first, a kill for what ignores it.
+
+        This waits up to ``CANCEL_GRACE``; the mapper reports the shards as cancelled
+        before calling it, since the step may be killed during the wait (a run's cancel
+        grace can be shorter)."""
         import ray
 
         running = len(self._running) + (len(self._queue) if self._actor_mode else 0)
