@@ -45,13 +45,16 @@ def test_task_run_nobody_polls_still_writes_its_final_job_record(backend_server)
     del handle
 
 
-def _kill_aggregator_in_train(backend_server, tmp_path, slow_train_s: float, restart: bool):
-    """A 3-step actor-mode run with a job; its aggregator killed while 'train' runs."""
+def _kill_aggregator_in_train(
+    backend_server, tmp_path, slow_train_s: float, restart: bool, mode: str = "actors"
+):
+    """A 3-step run with a job (an actor per step, or all in one task); its aggregator
+    killed while 'train' runs."""
     import ray
 
     log = str(tmp_path / "log")
     job_id = _new_job(backend_server)
-    executor = RayExecutor(backend=backend_server.spec, reuse_actors=False)
+    executor = RayExecutor(backend=backend_server.spec, reuse_actors=False, mode=mode)
     handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": slow_train_s}, job_id=job_id)
     wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
     name = handle.source.aggregator.name
@@ -76,6 +79,27 @@ def test_run_completes_when_its_aggregator_is_killed_mid_run(backend_server, tmp
     assert handle2.result(timeout=60)["where"]
     assert handle2.source.aggregator.name != name
     assert handle2.progress().status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["killed", "restarted"])
+def test_a_task_run_keeps_its_whole_record_when_its_aggregator_dies(backend_server, tmp_path, restart):
+    """In task mode the plan, step events and logs go from the worker straight to the
+    aggregator; the task returns their folded state with its result, so the driver's copy
+    can write (or re-seed) the whole record."""
+    handle, job_id, _, _ = _kill_aggregator_in_train(backend_server, tmp_path, 2.0, restart, mode="task")
+
+    result = handle.result(timeout=120)
+    assert result["success"] and result["steps_executed"] == 3
+    snap = handle.progress()
+    assert snap.status is RunStatus.SUCCEEDED and snap.overall == 100.0
+    assert {name: s.status for name, s in snap.steps.items()} == dict.fromkeys(
+        ("load", "train", "upload"), StepStatus.SUCCEEDED
+    )
+    record = _record(backend_server, job_id)
+    assert record["status"] == "succeeded"
+    steps = record["progress_record"]["steps"]
+    assert sorted(steps) == ["load", "train", "upload"]
+    assert {s["status"] for s in steps.values()} == {"succeeded"}
 
 
 def test_unreachable_aggregator_without_a_copy_is_a_library_error():

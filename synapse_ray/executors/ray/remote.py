@@ -12,10 +12,11 @@ flushes and waits itself (rare path, simplest ordering).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from synapse_ray.executors.ray.kept import results_in, runtime_in
+from synapse_ray.executors.ray.transport import RaySink
 from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive
 from synapse_ray.runtime import pickling
 from synapse_ray.runtime.context import RuntimeContext
@@ -31,17 +32,22 @@ from synapse_ray.steps.step import BaseStep, StepResult
 class Outcome:
     """A remote success: the value, the progress events not yet sent, and the
     refs of progress sends still in flight (the driver waits on them before it
-    forwards the tail, so nothing lands after the final status)."""
+    forwards the tail, so nothing lands after the final status). A task also
+    returns ``sent``, the state of what it did send, folded: the driver's copy
+    takes it, so a run whose aggregator died still ends with its whole record."""
 
     value: Any
     tail: list[ProgressEvent]
     in_flight: list[Any]
+    sent: list[ProgressEvent] = field(default_factory=list)
 
     def forward_progress(self, reporter: Any, timeout: float = 10.0, wake: bool = True) -> None:
         if self.in_flight:
             import ray
 
             ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=timeout)
+        if self.sent and isinstance(reporter.sink, RaySink):
+            reporter.sink.absorb(self.sent)
         reporter.forward(self.tail, wake=wake)
 
 
@@ -63,13 +69,17 @@ def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
     _configure_worker_logging()
     runtime.step_placement = InProcessPlacement()
     runtime.progress.flush_step_events = False  # the tail of Outcome carries them
+    sink = runtime.progress.sink
+    if isinstance(sink, RaySink):
+        sink.keep_copy()
     action = cls(params, runtime)
     try:
         value = action.run()
     except BaseException:
         runtime.progress.close()
         raise
-    return Outcome(value, *runtime.progress.detach())
+    tail, in_flight = runtime.progress.detach()
+    return Outcome(value, tail, in_flight, sink.mirror_events() if isinstance(sink, RaySink) else [])
 
 
 class StepWorker:

@@ -66,9 +66,10 @@ class RaySink:
     """Sends batches with fire-and-forget actor calls; ``sync`` waits for them.
 
     On the driver it also folds what it sends into ``mirror``: the driver's
-    own copy of the run (plan, step ends, final tails, run status). When the
-    aggregator is lost, the handle reads the mirror and re-seeds a fresh
-    aggregator from it. The mirror does not travel: a worker's sink has none.
+    own copy of the run (plan, step ends, final tails, run status; in task
+    mode, what the task sent, returned with its result). When the aggregator
+    is lost, the handle reads the mirror and re-seeds a fresh aggregator from
+    it. The mirror does not travel: a task's worker starts a copy of its own.
     """
 
     def __init__(self, aggregator: AggregatorRef, run_id: str, mirror: bool = False) -> None:
@@ -128,6 +129,20 @@ class RaySink:
         for flag in ray.get(waiting, timeout=timeout) if waiting else ():
             flags |= int(flag)
         return flags
+
+    def keep_copy(self) -> None:
+        """Fold what this sink sends into a copy of its own (a task's worker: the driver's
+        copy then gets the whole run back with the result, see ``absorb``)."""
+        if self.mirror is None:
+            self.mirror = ProgressState(run_id=self.run_id)
+
+    def absorb(self, events: list[ProgressEvent]) -> None:
+        """Fold into the copy events that reached the aggregator from another process (what
+        a task sent itself): with them the copy can rebuild or replace a lost aggregator's
+        state. Nothing is sent."""
+        if self.mirror is not None and events:
+            with self._lock:
+                self.mirror.apply(events)
 
     def mirror_snapshot(self) -> Any:
         if self.mirror is None:
