@@ -414,3 +414,28 @@ def test_overlapping_runs_env_never_leaks_whatever_order_they_end(monkeypatch):
         (b if first_to_end == "a" else a).__exit__(None, None, None)
         assert os.environ["SYNAPSE_TEST_KEPT"] == "before"
         assert "SYNAPSE_TEST_NEW" not in os.environ
+
+
+def test_ray_log_lines_go_to_the_log_file_not_the_terminal(tmp_path, capfd):
+    """What ``synapse-ray run --executor ray`` does without ``--verbose``: Ray's own logger
+    (start-up lines, warnings; its children propagate to it) writes to a file."""
+    import logging
+
+    from synapse_ray.executors.ray.connect import route_ray_logs
+
+    ray_logger = logging.getLogger("ray")
+    saved = (list(ray_logger.handlers), ray_logger.propagate)
+    try:
+        route_ray_logs(tmp_path / "ray.log")
+        logging.getLogger("ray._private.worker").warning("Started a local Ray instance (probe)")
+        for handler in ray_logger.handlers:
+            handler.flush()
+        out, err = capfd.readouterr()
+        assert "probe" not in out + err
+        assert "Started a local Ray instance (probe)" in (tmp_path / "ray.log").read_text()
+    finally:
+        for handler in ray_logger.handlers:
+            if handler not in saved[0]:
+                handler.close()
+        ray_logger.handlers[:] = saved[0]
+        ray_logger.propagate = saved[1]
