@@ -110,6 +110,13 @@ class DataParams(BaseModel):
     rows: int = 200
     blocks: int = 20
     block_sleep_s: float = 0.0
+    # read the rows (one integer a line) from the text files here instead: Ray Data cannot
+    # count lines before it reads them, so the pipeline has no row estimate
+    text_dir: str | None = None
+
+
+def _parse(row: dict[str, Any]) -> dict[str, Any]:
+    return {"x": int(row["text"])}
 
 
 def _double(batch: dict[str, Any], sleep_s: float) -> dict[str, Any]:
@@ -129,7 +136,10 @@ class DataAction(BaseTrainAction[DataParams]):
         from synapse_ray import materialize_dataset
 
         p = self.params
-        ds = ray.data.from_items([{"x": i} for i in range(p.rows)], override_num_blocks=p.blocks)
+        if p.text_dir:
+            ds = ray.data.read_text(p.text_dir, override_num_blocks=p.blocks).map(_parse)
+        else:
+            ds = ray.data.from_items([{"x": i} for i in range(p.rows)], override_num_blocks=p.blocks)
         ds = ds.map_batches(functools.partial(_double, sleep_s=p.block_sleep_s))
         done = materialize_dataset(self, ds, category="decode")
         return {"count": done.count(), "sum": sum(row["x"] for row in done.take_all())}

@@ -17,7 +17,9 @@ from synapse_ray import (
     RuntimeContext,
     StepError,
 )
-from synapse_ray.errors import ShardsFailedError, ShardSourceError
+from synapse_ray.errors import ClusterError, ShardsFailedError, ShardSourceError
+from synapse_ray.executors.ray.resources import Held, ResourceView
+from synapse_ray.executors.ray.shards import default_in_flight
 from synapse_ray.parallel import InProcessShardRunner, ShardResult, iter_shards, map_shards
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.progress import PLAN, SHARD, STEP, ProgressEvent, ProgressPlan
@@ -421,3 +423,68 @@ def test_the_live_display_shows_shard_counts():
     line = describe(state.snapshot())
     assert "decode: shards 2/4, running 1, retried 1" in line
     assert "failed" not in line and "decode=" not in line
+
+
+class _FixedNodes(ResourceView):
+    """A ``ResourceView`` over fixed node totals (node id -> totals), in place of a cluster's."""
+
+    def __init__(self, nodes: dict[str, dict[str, float]]) -> None:
+        super().__init__()
+        self.fixed = nodes
+
+    def _read(self) -> dict[str, dict[str, float]]:
+        return {node_id: dict(totals) for node_id, totals in self.fixed.items()}
+
+
+def test_shards_that_need_what_the_calling_task_keeps_are_refused_naming_it():
+    """A task with a GPU calling map_shards(num_gpus=1) on a one-GPU cluster: the node has
+    the GPU, but the task keeps it while it waits, so the shards would pend forever."""
+    view = _FixedNodes({"head": {"CPU": 8.0, "GPU": 1.0}})
+    task = Held("head", {"GPU": 1.0}, actor=False)
+    view.check("shards", {"num_gpus": 1})  # the node totals alone would let them through
+    with pytest.raises(ClusterError) as info:
+        view.check_held("shards", {"num_cpus": 1, "num_gpus": 1}, task)
+    message = str(info.value)
+    assert "GPU=1 (the calling step holds 1 of the 1 on its node)" in message
+    assert "Ray task (which keeps all but its CPU while it waits)" in message
+    assert "Lower the step's request or the shards'" in message
+    assert info.value.missing == ["GPU=1 (the calling step holds 1 of the 1 on its node)"]
+    # its CPU is lent back while it waits: CPU-only shards fit, and all 8 CPUs count
+    view.check_held("shards", {"num_cpus": 1}, task)
+    assert default_in_flight(view.nodes(task), {"CPU": 1.0}) == 8
+
+    two = _FixedNodes({"head": {"CPU": 8.0, "GPU": 2.0}})
+    two.check_held("shards", {"num_gpus": 1}, task)  # one GPU is left beside the task's
+    assert default_in_flight(two.nodes(task), {"GPU": 1.0}) == 1
+    assert default_in_flight(two.nodes(), {"GPU": 1.0}) == 2  # what the check used to count
+
+
+def test_shards_that_need_what_the_calling_actor_keeps_are_refused_unless_another_node_has_it():
+    actor = Held("a", {"CPU": 3.0, "slot": 1.0}, actor=True)
+    one = _FixedNodes({"a": {"CPU": 4.0, "slot": 1.0}})
+    with pytest.raises(ClusterError, match=r"CPU=2 \(the calling step holds 3 of the 4 on its node\)"):
+        one.check_held("shards", {"num_cpus": 2}, actor)  # an actor keeps its CPUs too
+    with pytest.raises(
+        ClusterError, match=r"slot=1 \(the calling step holds 1 of the 1.*actor \(which keeps"
+    ):
+        one.check_held("shards", {"resources": {"slot": 1}}, actor)
+    one.check_held("shards", {"num_cpus": 1}, actor)
+    assert default_in_flight(one.nodes(actor), {"CPU": 1.0}) == 1
+
+    two = _FixedNodes({"a": {"CPU": 4.0, "slot": 1.0}, "b": {"CPU": 4.0, "slot": 1.0}})
+    two.check_held("shards", {"num_cpus": 2, "resources": {"slot": 1}}, actor)  # node b has both
+    assert default_in_flight(two.nodes(actor), {"slot": 1.0}) == 1
+    # each resource is somewhere, but not both on a node once the actor's are taken out
+    split = _FixedNodes({"a": {"GPU": 1.0, "slot": 1.0}, "b": {"GPU": 1.0}})
+    split.check("shards", {"num_gpus": 1, "resources": {"slot": 1}})  # node a has both
+    with pytest.raises(
+        ClusterError, match=r"that combination on a single node once the calling step's GPU=1"
+    ):
+        split.check_held("shards", {"num_gpus": 1, "resources": {"slot": 1}}, Held("a", {"GPU": 1.0}, True))
+
+
+def test_a_driver_or_a_caller_holding_nothing_is_never_refused_by_the_held_check():
+    view = _FixedNodes({"head": {"CPU": 1.0, "GPU": 1.0}})
+    view.check_held("shards", {"num_gpus": 1}, None)  # the driver
+    view.check_held("shards", {"num_cpus": 1}, Held("head", {}, actor=False))
+    view.check_held("shards", {"num_gpus": 1}, Held("elsewhere", {"GPU": 1.0}, actor=True))

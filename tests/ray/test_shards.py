@@ -3,8 +3,10 @@ failures, the in-flight bound, cancel, and bad input refused before any shard ru
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -53,11 +55,59 @@ def _slow_first(x: int) -> int:
     return x
 
 
-def test_streaming_results_stay_in_the_object_store_until_taken():
-    rt = _ray_ctx()
-    stream = iter_shards(rt, _megabyte, range(8), max_in_flight=4)
-    sizes = [(item.index, len(item.value)) for item in stream]
-    assert sizes == [(i, 1 << 20) for i in range(8)]
+@pytest.mark.parametrize("ordered", [True, False])
+def test_streaming_results_stay_in_the_object_store_until_taken(monkeypatch, ordered):
+    """A finished shard's value comes to the driver only when the caller takes it: one fetch
+    per item handed out, however many shards are done and waiting."""
+    import ray
+
+    from synapse_ray.executors.ray.shards import RayShardSession
+
+    fetches: list[int] = []  # RayShardSession.fetch calls, by the index of the value fetched
+    real_fetch = RayShardSession.fetch
+
+    def fetch(self: RayShardSession, handle: Any) -> Any:
+        value = real_fetch(self, handle)
+        fetches.append(value[0])
+        return value
+
+    arrived: list[int] = []  # every shard value ray.get brings to the driver, by any path
+    real_get = ray.get
+
+    def get(refs: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real_get(refs, *args, **kwargs)
+        if isinstance(out, bytes) and len(out) == 1 << 20:
+            arrived.append(out[0])
+        return out
+
+    batches: list[int] = []  # shards each wait() found done: values that could be fetched early
+    real_wait = RayShardSession.wait
+
+    def wait(self: RayShardSession, timeout: float) -> Any:
+        done = real_wait(self, timeout)
+        batches.append(sum(1 for d in done if d.error is None))
+        return done
+
+    monkeypatch.setattr(RayShardSession, "fetch", fetch)
+    monkeypatch.setattr(RayShardSession, "wait", wait)
+    monkeypatch.setattr(ray, "get", get)
+    stream = iter_shards(_ray_ctx(), _megabyte, range(8), max_in_flight=4, ordered=ordered)
+    taken: list[int] = []
+    try:
+        for _ in range(8):
+            item = next(stream)
+            assert len(item.value) == 1 << 20 and set(item.value) == {item.index}
+            taken.append(item.index)
+            assert fetches == taken and arrived == taken  # fetched lazily: exactly what was taken
+            running = list(stream._session._running)  # status refs: waiting on them fetches no value
+            ray.wait(running, num_returns=len(running), timeout=60)  # in flight all finish, untaken
+        with pytest.raises(StopIteration):
+            next(stream)
+    finally:
+        stream.close()  # a failed assertion must not leave shards running
+    assert sorted(taken) == list(range(8)) and (taken == list(range(8)) or not ordered)
+    assert max(batches) >= 2  # finished values did wait in the object store for their turn
+    assert fetches == taken and arrived == taken
 
 
 def _megabyte(x: int) -> bytes:
@@ -203,6 +253,52 @@ def test_resources_no_node_has_fail_at_once():
     assert time.monotonic() - started < 15
 
 
+def _fan_out(num_cpus: float) -> tuple[str, Any, int | None]:
+    """In a Ray worker: map_shards(abs) with ``num_cpus`` per shard; what came of it (any
+    error as text: it is checked here, in the worker), and the default in-flight bound."""
+    from synapse_ray.shards.stream import ShardStream
+
+    rt = _ray_ctx()
+    try:
+        stream = ShardStream(rt, rt.shard_runner, abs, range(-3, 0), num_cpus=num_cpus)
+    except ClusterError as exc:
+        return "ClusterError", str(exc), None
+    bound = stream.max_in_flight
+    return "ok", [item.value for item in stream], bound
+
+
+class _StepActor:
+    """Stands for an actor step: it keeps every resource it holds while it waits."""
+
+    def fan_out(self, num_cpus: float) -> tuple[str, Any, int | None]:
+        return _fan_out(num_cpus)
+
+
+def test_shards_that_need_what_the_calling_actor_keeps_fail_at_once_not_hang():
+    import ray
+
+    from synapse_ray.executors.ray.resources import ResourceView, held_by_caller
+
+    cpus = int(sum(n.get("CPU", 0) for n in ResourceView().nodes()))
+    assert cpus == 4 and held_by_caller() is None  # the driver holds nothing
+    actor = ray.remote(num_cpus=3)(_StepActor).remote()
+    try:
+        started = time.monotonic()
+        kind, message, _ = ray.get(actor.fan_out.remote(2), timeout=60)
+        assert time.monotonic() - started < 30  # at once: before, the shards pended forever
+        assert kind == "ClusterError"
+        assert "each shard needs CPU=2" in message
+        assert "CPU=2 (the calling step holds 3 of the 4 on its node)" in message
+        assert "Lower the step's request or the shards'" in message
+        # one CPU is left beside the actor: shards of one CPU run, two at a time in flight
+        assert ray.get(actor.fan_out.remote(1), timeout=60) == ("ok", [3, 2, 1], 2)
+    finally:
+        ray.kill(actor)
+    # a task lends its CPUs back while it waits: holding them all, its shards still run
+    task = ray.remote(num_cpus=cpus)(_fan_out)
+    assert ray.get(task.remote(1), timeout=60) == ("ok", [3, 2, 1], 2 * cpus)
+
+
 def test_a_generator_raising_midway_cancels_what_runs_and_says_so():
     from synapse_ray.errors import ShardSourceError
 
@@ -241,6 +337,66 @@ def test_a_ray_data_step_reports_its_rows_under_the_step_category():
     snap = handle.progress()
     assert (snap.categories["decode"].current, snap.categories["decode"].total) == (200, 200)
     assert snap.overall == 100.0
+
+
+def test_a_ray_data_step_without_a_row_estimate_reports_blocks_while_it_runs(tmp_path):
+    from tests.shard_actions import DataAction
+
+    for b in range(20):  # 20 files of 10 lines: 0..199
+        (tmp_path / f"part-{b:02}.txt").write_text("".join(f"{10 * b + i}\n" for i in range(10)))
+    params = {"rows": 200, "blocks": 20, "block_sleep_s": 0.3, "text_dir": str(tmp_path)}
+    handle = RayExecutor().submit(DataAction, params)
+    mid = wait_until(
+        lambda: (c := handle.progress().categories.get("decode")) and 0 < c.current < c.total and c,
+        timeout=120,
+        interval=0.05,
+    )
+    assert mid.total == 20 and mid.current == int(mid.current)  # whole blocks of the 20 expected
+    assert handle.result(timeout=120) == {"count": 200, "sum": 2 * sum(range(200))}
+    snap = handle.progress()
+    assert (snap.categories["decode"].current, snap.categories["decode"].total) == (200, 200)
+    assert snap.steps["execute"].percent == 100.0
+
+
+def test_materialize_dataset_stops_its_pipeline_when_the_step_is_cancelled_midway(monkeypatch):
+    """The executor is shut down by the time materialize_dataset raises, even while something
+    else still holds its bundle iterator (a kept traceback, a reference cycle): freeing the
+    iterator is not what stops the pipeline."""
+    import ray
+    from ray.data import Dataset
+
+    from synapse_ray import materialize_dataset
+
+    executors: list[Any] = []
+    iterators: list[Any] = []  # held here the whole test, as a lingering reference would
+    real = Dataset._execute_to_iterator
+
+    def execute_to_iterator(self: Dataset, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
+        iterators.append(out[0])
+        executors.append(out[2])
+        return out
+
+    monkeypatch.setattr(Dataset, "_execute_to_iterator", execute_to_iterator)
+    rt = RuntimeContext()
+    updates: list[tuple[float, float]] = []
+
+    def update(category: str, current: float, total: float) -> None:
+        updates.append((current, total))
+        rt.cancel_token.cancel()  # the run is cancelled once the first block is in
+
+    monkeypatch.setattr(rt.progress, "update", update)
+    ds = ray.data.range(40, override_num_blocks=20).map_batches(functools.partial(_slow_batch, 0.3))
+    with pytest.raises(RunCancelledError):
+        materialize_dataset(rt, ds, category="decode")
+    assert len(updates) == 1 and updates[0][1] == 40  # one block in, then the cancel
+    assert len(executors) == 1 and executors[0]._shutdown
+    assert iterators  # still referenced
+
+
+def _slow_batch(sleep_s: float, batch: dict[str, Any]) -> dict[str, Any]:
+    time.sleep(sleep_s)
+    return batch
 
 
 def test_materialize_dataset_refuses_what_is_not_a_dataset():

@@ -21,7 +21,7 @@ from typing import Any
 
 from synapse_ray.errors import ConfigurationError, WorkerCrashedError
 from synapse_ray.executors.ray.errors import map_ray_errors
-from synapse_ray.executors.ray.resources import ResourceView, needs_of
+from synapse_ray.executors.ray.resources import ResourceView, held_by_caller, needs_of
 from synapse_ray.shards.model import ShardBase, ShardDone, ShardJob, ShardTask, build_instance, call_shard
 
 MAX_DEFAULT_IN_FLIGHT = 10_000
@@ -33,7 +33,10 @@ _remote: dict[str, Any] = {}
 
 
 def default_in_flight(nodes: list[dict[str, float]], need: dict[str, float]) -> int:
-    """How many shards the cluster can run at once with ``need`` each (at least 1)."""
+    """How many shards ``nodes`` can run at once with ``need`` each (at least 1).
+
+    ``nodes`` should already leave out what the submitting step keeps while it waits
+    (``ResourceView.nodes(held)``), or the bound counts slots no shard can ever take."""
     positive = {k: v for k, v in need.items() if v > 0}
     if not positive:  # a shard asks for nothing: as many as there are CPUs
         positive = {"CPU": 1.0}
@@ -63,7 +66,11 @@ class RayShardSession:
         options = job.options.to_ray_options()
         view = ResourceView()
         view.check(f"{job.what}: each shard", options)  # a request no node has fails now, not hangs
-        slots = default_in_flight(view.nodes(), needs_of(options))
+        # the step submitting shards keeps its GPUs and custom resources (an actor step: all it
+        # holds) while it waits for them: shards can use only what is left beside it
+        held = held_by_caller()
+        view.check_held(f"{job.what}: each shard", options, held)
+        slots = default_in_flight(view.nodes(held), needs_of(options))
         self._actor_mode = isinstance(job.fn, type)
         self.capacity = slots if self._actor_mode else min(MAX_DEFAULT_IN_FLIGHT, 2 * slots)
         self._box = [ray.put(_dumps(job))]  # in a list: workers load it themselves, once each
