@@ -8,6 +8,7 @@ reporter so each module stays small; the reporter is its only user.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ class Sender:
         with self._cond:
             self._dirty[id(reporter)] = reporter
             if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                if _exiting():
+                    return  # a thread started now never runs, and start() would wait for it forever
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._loop, name="synapse-ray-progress", daemon=True)
                 self._thread.start()
@@ -87,6 +90,12 @@ class Sender:
                 except Exception as exc:  # noqa: BLE001 - one bad sink must not stop the others
                     progress_log().warning("progress_send_failed", error=repr(exc))
             reporter = None  # noqa: F841 - hold no reporter while asleep
+
+
+def _exiting() -> bool:
+    """The interpreter is shutting down: a stream or run closed by the final garbage
+    collection (a script that stopped reading a fan-out and exited) may still report."""
+    return sys.is_finalizing() or not threading.main_thread().is_alive()
 
 
 SENDER = Sender()

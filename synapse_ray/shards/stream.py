@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import inspect
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -236,7 +237,7 @@ class ShardStream(Iterator[ShardResult]):
         delayed.clear()
         self.counts["cancelled"] += stopped
         self._report(0, closed=True)
-        if stopped:
+        if stopped and not sys.is_finalizing():  # at exit the runner is going away with it
             self._session.cancel()
         return stopped
 

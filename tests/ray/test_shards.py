@@ -437,3 +437,39 @@ class _BadInit:
 
     def __call__(self, x: int) -> int:
         return x
+
+
+def test_a_script_that_stops_reading_a_stream_exits(tmp_path):
+    """A fan-out left unread is closed by the interpreter's last collection, after the
+    progress thread is gone: it must not start one (it would never run, and the exit would
+    wait for it forever) nor print an error."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        import ray
+        from synapse_ray import RuntimeContext, iter_shards
+        from synapse_ray.executors.ray.shards import RayShardRunner
+        from synapse_ray.runtime.progress_state import ProgressState
+        from synapse_ray.runtime.reporter import LocalSink, ProgressReporter
+
+        def slow(x):
+            time.sleep(0.2)
+            return x
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        rt = RuntimeContext(progress=ProgressReporter(LocalSink(ProgressState(run_id="r"))),
+                            shard_runner=RayShardRunner())
+        STREAM = iter_shards(rt, slow, range(20))
+        print("first", next(STREAM).index, flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "first 0" in proc.stdout, proc.stderr[-3000:]
+    assert "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
