@@ -285,9 +285,11 @@ class ProgressState:
                 events.append(
                     ProgressEvent(STEP, name, st.attempt, status=st.status.value, data=data, run_attempt=ra)
                 )
+        owner = {cat: (name, st.attempt) for name, st in self._steps.items() for cat in st.seen}
         for cat, (cur, tot) in self._categories.items():
             ts = self._category_ts.get(cat, 0.0)
-            events.append(ProgressEvent(PROGRESS, None, 1, cat, cur, tot, ts=ts, run_attempt=ra))
+            step, attempt = owner.get(cat, (None, 1))  # a running step's percent comes from these
+            events.append(ProgressEvent(PROGRESS, step, attempt, cat, cur, tot, ts=ts, run_attempt=ra))
         events.extend(
             ProgressEvent(SHARD, t.step, t.attempt, cat, data=t.counts_data(), run_attempt=ra)
             for cat, t in self._shards.items()

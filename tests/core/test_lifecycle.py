@@ -439,3 +439,51 @@ def test_ray_log_lines_go_to_the_log_file_not_the_terminal(tmp_path, capfd):
                 handler.close()
         ray_logger.handlers[:] = saved[0]
         ray_logger.propagate = saved[1]
+
+
+def test_a_tasks_copy_of_what_it_sent_rebuilds_the_run_folded_or_not(monkeypatch):
+    """What a task returns of the events it sent (raw while few, folded once many) rebuilds
+    the same state the aggregator built from them."""
+    from concurrent.futures import Future
+
+    from synapse_ray.executors.ray import transport
+    from synapse_ray.executors.ray.transport import AggregatorRef, RaySink
+
+    class Pushed:
+        def future(self) -> Future:
+            done: Future = Future()
+            done.set_result(0)
+            return done
+
+    class Push:
+        def remote(self, *args: object) -> Pushed:
+            return Pushed()
+
+    class Handle:
+        push = Push()
+
+    monkeypatch.setattr(transport, "COPY_FOLD_AT", 8)
+    plan = ProgressPlan.from_weights([("load", 1.0), ("train", 3.0)])
+    events = [
+        ProgressEvent(PLAN, data=plan.to_data()),
+        ProgressEvent(STEP, "load", 1, status="succeeded"),
+        ProgressEvent(STEP, "train", 1, status="running"),
+        *(ProgressEvent(PROGRESS, "train", 1, "train", i, 30) for i in range(1, 21)),
+        ProgressEvent(LOG, data={"event": "epoch"}),
+    ]
+    truth = ProgressState(run_id="r")
+    truth.apply(events)
+    for sent_batches in ([events[:3]], [events[i : i + 3] for i in range(0, len(events), 3)]):
+        sink = RaySink(AggregatorRef("agg", "ns", Handle()), "r")
+        sink.keep_copy()
+        for batch in sent_batches:
+            sink.send(batch)
+        copy = ProgressState(run_id="r")
+        copy.apply(sink.sent())
+        expected = ProgressState(run_id="r")
+        expected.apply([e for batch in sent_batches for e in batch])
+        assert copy.snapshot().model_dump(exclude={"updated_at"}) == expected.snapshot().model_dump(
+            exclude={"updated_at"}
+        )
+    assert len(sink.sent()) < len(events)  # the long one was folded
+    assert copy.snapshot().steps["train"].percent == truth.snapshot().steps["train"].percent

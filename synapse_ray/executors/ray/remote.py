@@ -33,7 +33,7 @@ class Outcome:
     """A remote success: the value, the progress events not yet sent, and the
     refs of progress sends still in flight (the driver waits on them before it
     forwards the tail, so nothing lands after the final status). A task also
-    returns ``sent``, the state of what it did send, folded: the driver's copy
+    returns ``sent``, what it did send (folded once it grows): the driver's copy
     takes it, so a run whose aggregator died still ends with its whole record."""
 
     value: Any
@@ -79,7 +79,7 @@ def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
         runtime.progress.close()
         raise
     tail, in_flight = runtime.progress.detach()
-    return Outcome(value, tail, in_flight, sink.mirror_events() if isinstance(sink, RaySink) else [])
+    return Outcome(value, tail, in_flight, sink.sent() if isinstance(sink, RaySink) else [])
 
 
 class StepWorker:
