@@ -136,9 +136,9 @@ class ArtifactError(SynapseRayError, ValueError):
 
 
 class ValueTransferError(StepError):
-    """A step's context value could not be put into Ray's object store (full, out of disk).
-
-    Names the step, the attribute and its size.
+    """A step's data could not go into Ray's object store (full, out of disk), or came back
+    lost (the process that owned it died). Names the step, and the attribute and its size
+    where known.
     """
 
 

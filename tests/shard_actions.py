@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from synapse_ray import BaseTrainAction, RetryPolicy, map_shards
+from synapse_ray import (
+    BaseStep,
+    BaseTrainAction,
+    RetryPolicy,
+    StepRegistry,
+    StepResult,
+    TrainContext,
+    map_shards,
+)
 
 
 class ShardParams(BaseModel):
@@ -143,3 +151,39 @@ class DataAction(BaseTrainAction[DataParams]):
         ds = ds.map_batches(functools.partial(_double, sleep_s=p.block_sleep_s))
         done = materialize_dataset(self, ds, category="decode")
         return {"count": done.count(), "sum": sum(row["x"] for row in done.take_all())}
+
+
+class DecodeStep(BaseStep[TrainContext]):
+    """Materializes a pipeline into the context: the next step reads its blocks."""
+
+    def execute(self, ctx: TrainContext) -> StepResult:
+        import ray
+
+        from synapse_ray import materialize_dataset
+
+        # 64 KiB a row: each block is well above what Ray inlines (100 KiB), so it lives in
+        # the object store, owned by this step's process
+        items = [{"x": i, "pad": b"\0" * 65536} for i in range(ctx.params.rows)]
+        ds = ray.data.from_items(items, override_num_blocks=4)
+        ctx.decoded = materialize_dataset(ctx, ds.map_batches(functools.partial(_double, sleep_s=0.0)))
+        return StepResult()
+
+
+class ConsumeStep(BaseStep[TrainContext]):
+    def execute(self, ctx: TrainContext) -> StepResult:
+        ctx.count = ctx.decoded.count()
+        ctx.total = sum(row["x"] for row in ctx.decoded.take_all())
+        return StepResult()
+
+
+class DataStepsAction(BaseTrainAction[DataParams]):
+    """A step materializes a dataset, a later step on another worker reads it."""
+
+    action_name = "data_steps_action"
+
+    def setup_steps(self, registry: StepRegistry[TrainContext]) -> None:
+        registry.register(DecodeStep())
+        registry.register(ConsumeStep())
+
+    def summarize(self, ctx: TrainContext) -> dict[str, Any]:
+        return {"count": ctx.count, "sum": ctx.total}

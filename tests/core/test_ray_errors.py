@@ -29,12 +29,27 @@ def test_a_remote_exception_comes_back_as_itself_with_its_traceback():
         rx.OwnerDiedError("ab" * 14, None, "call site"),
     ],
 )
-def test_dead_workers_become_worker_crashed_chained_from_ray_directly_or_from_the_remote(ray_error):
-    for raised in (ray_error, _remote_failure(ray_error)):
-        with pytest.raises(WorkerCrashedError) as info, map_ray_errors("Step 'train'", step="train"):
-            raise raised
-        assert info.value.__cause__ is ray_error
-        assert info.value.fields["step"] == "train" and "Step 'train'" in str(info.value)
+def test_dead_workers_become_worker_crashed_chained_from_ray(ray_error):
+    with pytest.raises(WorkerCrashedError) as info, map_ray_errors("Step 'train'", step="train"):
+        raise ray_error
+    assert info.value.__cause__ is ray_error
+    assert info.value.fields["step"] == "train" and "Step 'train'" in str(info.value)
+
+
+def test_a_remote_that_failed_on_a_dead_worker_or_lost_data_is_typed_not_raw():
+    """Raised inside the step: a worker it waited on died (a crash, retried as one), or data
+    it read was lost for good (a transfer error: a retry could not bring it back)."""
+    died = rx.NodeDiedError("node 1 died")
+    with pytest.raises(WorkerCrashedError) as crashed, map_ray_errors("Step 'train'", step="train"):
+        raise _remote_failure(died)
+    assert crashed.value.__cause__ is died
+    lost = rx.OwnerDiedError("ab" * 14, None, "call site")
+    with (
+        pytest.raises(ValueTransferError, match="lost from Ray's object store") as info,
+        map_ray_errors("Step 'train'", step="train"),
+    ):
+        raise _remote_failure(lost)
+    assert info.value.__cause__ is lost and info.value.fields["step"] == "train"
 
 
 def test_cancel_and_timeout_are_typed():

@@ -473,3 +473,14 @@ def test_a_script_that_stops_reading_a_stream_exits(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "first 0" in proc.stdout, proc.stderr[-3000:]
     assert "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["an-actor-per-step", "one-actor-reused"])
+def test_a_materialized_dataset_reaches_the_next_steps_actor(reuse):
+    """Its blocks are owned by the step actor that ran the pipeline: that actor stays until
+    the run ends, so a later step on another actor reads them."""
+    from tests.shard_actions import DataStepsAction
+
+    executor = RayExecutor(mode="actors", reuse_actors=reuse)
+    result = executor.execute(DataStepsAction, {"rows": 16})
+    assert (result["count"], result["sum"]) == (16, 2 * sum(range(16)))

@@ -11,9 +11,10 @@ Data's own progress bars are turned off for this dataset. The result is a
 only references, never the rows.
 
 Needs Ray Data's dependencies (``pip install 'synapse-ray[data]'``). The
-dataset's blocks are owned by the process that ran the pipeline: hand the
-materialized dataset to a later step that runs in the same worker (task mode,
-or steps sharing one actor), or consume it in this step.
+dataset's blocks are owned by the process that ran the pipeline: in task mode
+later steps run there; in actor mode the step actor that leaves one in the
+context is kept until the run ends (``owns_blocks``), so later steps on other
+actors can read it.
 
 Built on ``Dataset._execute_to_iterator`` (what ``iter_internal_ref_bundles`` runs,
 with the executor kept so it is shut down when the step stops early) and the same
@@ -22,6 +23,7 @@ plan classes ``Dataset.materialize`` uses (Ray is pinned to one minor version).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from synapse_ray.errors import ConfigurationError
@@ -162,3 +164,11 @@ def _materialized(ds: Any, bundles: list[Any]) -> Any:
     )
     out._execute()  # fills the cache from the input blocks; nothing is recomputed
     return out
+
+
+def owns_blocks(value: Any) -> bool:
+    """A materialized dataset: its blocks live in the object store, owned by the process
+    that ran its pipeline, and go when that process does. (Checked without importing Ray
+    Data: a process that never imported it holds none.)"""
+    module = sys.modules.get("ray.data.dataset")
+    return module is not None and isinstance(value, module.MaterializedDataset)

@@ -5,7 +5,8 @@ wait in ``with map_ray_errors(what, ...)`` and gets
 
 - ``RayTaskError``: the remote exception itself (the user's own type), with
   the remote traceback attached as ``remote_traceback`` and as its cause (a
-  remote that failed on a dead worker of its own is a dead worker, below);
+  remote that failed on a dead worker of its own is a dead worker, below; on
+  data lost from the object store, a ``ValueTransferError``, not retried);
 - a dead worker (``RayActorError``, Ray's ``WorkerCrashedError``,
   ``OutOfMemoryError``, ``NodeDiedError``, ``ObjectLostError``):
   ``WorkerCrashedError``, chained ``from`` Ray's error;
@@ -19,7 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from synapse_ray.errors import RayTimeoutError, RemoteTraceback, RunCancelledError, WorkerCrashedError
+from synapse_ray.errors import (
+    RayTimeoutError,
+    RemoteTraceback,
+    RunCancelledError,
+    ValueTransferError,
+    WorkerCrashedError,
+)
 
 
 def unwrap_remote(exc: BaseException) -> BaseException:
@@ -77,7 +84,15 @@ def map_ray_errors(what: str, *, step: str | None = None, attempt: int | None = 
         cause = unwrap_remote(exc)
         if cause is exc:
             raise
-        if isinstance(cause, _crash_types()):  # the remote code lost a worker or object it waited on
+        from ray.exceptions import ObjectLostError
+
+        if isinstance(cause, ObjectLostError):  # Ray already tried to rebuild it: a retry cannot
+            raise ValueTransferError(
+                f"{what}: data it read is lost from Ray's object store ({first_line(cause)}); the "
+                "process that owned it is gone",
+                **fields,
+            ) from cause
+        if isinstance(cause, _crash_types()):  # the remote code lost a worker it waited on
             raise WorkerCrashedError(
                 f"{what}: a worker process it depended on died ({first_line(cause)})", **fields
             ) from cause

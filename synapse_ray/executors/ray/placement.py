@@ -50,6 +50,7 @@ class RayActorPlacement:
         self._lock = threading.Lock()
         self._actors: list[Any] = []
         self._by_step: dict[str, Any] = {}
+        self._owners: list[Any] = []  # actors owning data the context holds (a materialized dataset)
         self._last: tuple[str, Any] | None = None
         self._running: Any = None
         self._closed = False
@@ -106,10 +107,11 @@ class RayActorPlacement:
             return actor
 
     def _release_if_unneeded(self, actor: Any) -> None:
-        """Kill an actor as soon as no rollback can need it: frees its resources."""
+        """Kill an actor as soon as no rollback, and no later step reading data it owns,
+        can need it: frees its resources. The others go when the run ends."""
         import ray
 
-        if any(a is actor for a in self._by_step.values()):
+        if any(a is actor for a in (*self._by_step.values(), *self._owners)):
             return
         ray.kill(actor, no_restart=True)
 
@@ -140,6 +142,8 @@ class RayActorPlacement:
                 outcome, changes = ray.get(ref)
                 self._take_stored(actor, step, changes)
             self._held.landed(actor, results)
+            if outcome.keep_worker and not any(a is actor for a in self._owners):
+                self._owners.append(actor)  # a later step reads blocks only this actor holds
             outcome.forward_progress(ctx.runtime_ctx.progress)
             return outcome.value, changes
         except BaseException as exc:
@@ -180,6 +184,7 @@ class RayActorPlacement:
     def _forget(self, actor: Any) -> None:
         with self._lock:
             self._by_step = {k: a for k, a in self._by_step.items() if a is not actor}
+            self._owners = [a for a in self._owners if a is not actor]
             if self._last is not None and self._last[1] is actor:
                 self._last = None
 
@@ -200,6 +205,7 @@ class RayActorPlacement:
             self._closed = True
             actors, self._actors = self._actors, []
             self._by_step.clear()
+            self._owners.clear()
             self._last = None
         for actor in actors:
             try:

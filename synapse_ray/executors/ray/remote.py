@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synapse_ray.executors.ray.data import owns_blocks
 from synapse_ray.executors.ray.kept import results_in, runtime_in
 from synapse_ray.executors.ray.transport import RaySink
 from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, INLINE, collect, receive
@@ -40,6 +41,7 @@ class Outcome:
     tail: list[ProgressEvent]
     in_flight: list[Any]
     sent: list[ProgressEvent] = field(default_factory=list)
+    keep_worker: bool = False  # the step left values whose data this process owns
 
     def forward_progress(self, reporter: Any, timeout: float = 10.0, wake: bool = True) -> None:
         if self.in_flight:
@@ -117,7 +119,8 @@ class StepWorker:
         except BaseException:
             ctx.runtime_ctx.progress.close()
             raise
-        return Outcome(result, *ctx.runtime_ctx.progress.detach()), changes
+        keep = any(owns_blocks(getattr(ctx, key, None)) for key in changes.values)
+        return Outcome(result, *ctx.runtime_ctx.progress.detach(), keep_worker=keep), changes
 
     def take(self, slots: list[str]) -> tuple[Any, ...]:
         """The large payloads of the last step, one return value each, then their sizes."""
