@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from synapse_ray import RunStatus, StepStatus, WorkerCrashedError
+from synapse_ray import RunStatus, StepError, StepStatus, WorkerCrashedError
 from synapse_ray.backend import BackendClient
 from synapse_ray.cli import main
 from synapse_ray.errors import ProgressUnavailableError
@@ -46,7 +46,7 @@ def test_task_run_nobody_polls_still_writes_its_final_job_record(backend_server)
 
 
 def _kill_aggregator_in_train(
-    backend_server, tmp_path, slow_train_s: float, restart: bool, mode: str = "actors"
+    backend_server, tmp_path, slow_train_s: float, restart: bool, mode: str = "actors", **params
 ):
     """A 3-step run with a job (an actor per step, or all in one task); its aggregator
     killed while 'train' runs."""
@@ -55,7 +55,9 @@ def _kill_aggregator_in_train(
     log = str(tmp_path / "log")
     job_id = _new_job(backend_server)
     executor = RayExecutor(backend=backend_server.spec, reuse_actors=False, mode=mode)
-    handle = executor.submit(StepRayAction, {"log": log, "slow_train_s": slow_train_s}, job_id=job_id)
+    handle = executor.submit(
+        StepRayAction, {"log": log, "slow_train_s": slow_train_s, **params}, job_id=job_id
+    )
     wait_until(lambda: any(n.get("step") == "train" for n in read_notes(log)), timeout=60)
     name = handle.source.aggregator.name
     actor = ray.get_actor(name, namespace=NAMESPACE)
@@ -100,6 +102,28 @@ def test_a_task_run_keeps_its_whole_record_when_its_aggregator_dies(backend_serv
     steps = record["progress_record"]["steps"]
     assert sorted(steps) == ["load", "train", "upload"]
     assert {s["status"] for s in steps.values()} == {"succeeded"}
+
+
+def test_a_failed_task_run_keeps_its_steps_in_the_record_when_its_aggregator_is_killed(
+    backend_server, tmp_path
+):
+    """A failing task hands what it sent back on its exception: the record the driver
+    writes itself still shows what each step went through."""
+    handle, job_id, _, _ = _kill_aggregator_in_train(
+        backend_server, tmp_path, 1.0, restart=False, mode="task", fail_at="train"
+    )
+    with pytest.raises(StepError, match="boom in train") as info:
+        handle.result(timeout=120)
+    assert not hasattr(info.value, "_synapse_ray_sent")  # the copy is ours, taken off
+    record = _record(backend_server, job_id)
+    assert record["status"] == "failed"
+    steps = record["progress_record"]["steps"]
+    # 'train' failed on both its attempts; it and 'load' were rolled back; 'upload' never ran
+    assert {name: (st["status"], st["attempt"]) for name, st in steps.items()} == {
+        "load": ("rolled_back", 1),
+        "train": ("rolled_back", 2),
+        "upload": ("pending", 0),
+    }
 
 
 def test_unreachable_aggregator_without_a_copy_is_a_library_error():

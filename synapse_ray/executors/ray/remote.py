@@ -77,11 +77,37 @@ def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
     action = cls(params, runtime)
     try:
         value = action.run()
-    except BaseException:
+    except BaseException as exc:
         runtime.progress.close()
+        if isinstance(sink, RaySink) and isinstance(exc, Exception):
+            _attach_sent(exc, sink.sent())
         raise
     tail, in_flight = runtime.progress.detach()
     return Outcome(value, tail, in_flight, sink.sent() if isinstance(sink, RaySink) else [])
+
+
+SENT_ATTR = "_synapse_ray_sent"  # on a failed task's exception: what the task sent
+
+
+def _attach_sent(exc: Exception, sent: list[ProgressEvent]) -> None:
+    """A failed run's copy rides back on its exception (pickled with its ``__dict__``), so
+    the driver's copy has the steps even when the aggregator that got them is lost."""
+    try:
+        setattr(exc, SENT_ATTR, sent)
+    except (AttributeError, TypeError):  # an exception type that takes no attributes
+        pass
+
+
+def take_sent(exc: BaseException) -> list[ProgressEvent]:
+    """The copy a failed task attached to its exception (removed: it is not the user's)."""
+    sent = getattr(exc, SENT_ATTR, None)
+    if sent is None:
+        return []
+    try:
+        delattr(exc, SENT_ATTR)
+    except AttributeError:
+        pass
+    return list(sent)
 
 
 class StepWorker:

@@ -89,15 +89,16 @@ class RaySink:
         if self.mirror is not None:
             with self._lock:
                 self.mirror.apply(events)
+        if self._sent is not None:  # kept before the push: a dead aggregator refuses it
+            with self._lock:
+                self._sent.extend(events)
+                if len(self._sent) >= COPY_FOLD_AT:
+                    self._fold_sent()
         sender, seq = next_seq(self.run_id, last=is_final(events))  # the aggregator folds them in this order
         _released.clear()
         ref = self.aggregator.handle.push.remote(self.run_id, events, sender, seq)
         landed = ref.future()
         with self._lock:
-            if self._sent is not None:
-                self._sent.extend(events)
-                if len(self._sent) >= COPY_FOLD_AT:
-                    self._fold_sent()
             self._in_flight.append((ref, landed))
             if len(self._in_flight) > MAX_IN_FLIGHT:  # forget the ones that landed
                 self._in_flight = [(r, f) for r, f in self._in_flight if not f.done()]
