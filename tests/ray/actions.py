@@ -102,6 +102,8 @@ class RecStep(BaseStep[TrainContext]):
             env=os.environ.get("SYNAPSE_TEST_ENV"),
         )
         ctx.set_progress(1, 3, self.name)
+        if p.log_event:
+            ctx.log(p.log_event, {"step": self.name})
         if p.crash_once == self.name and ctx.attempt == 1:
             os._exit(1)
         if p.wait_cancel_at == self.name:

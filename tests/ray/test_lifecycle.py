@@ -126,6 +126,25 @@ def test_a_failed_task_run_keeps_its_steps_in_the_record_when_its_aggregator_is_
     }
 
 
+def test_step_actors_logs_survive_an_aggregator_killed_mid_run(backend_server, tmp_path):
+    """A step actor's log entries go straight to the aggregator; each step hands back what
+    it reported, so the driver's copy (read once the aggregator is gone) has them all."""
+    import ray
+
+    executor = RayExecutor(reuse_actors=False)
+    params = {"log": str(tmp_path / "log"), "slow_train_s": 2.0, "log_event": "step_began"}
+    handle = executor.submit(StepRayAction, params)
+    actor = ray.get_actor(handle.source.aggregator.name, namespace=NAMESPACE)
+
+    def logged_steps() -> set[str]:
+        return {e["data"]["step"] for e in ray.get(actor.logs.remote(handle.run_id), timeout=5)}
+
+    wait_until(lambda: logged_steps() == {"load", "train"}, timeout=60)  # sent, not in a tail
+    ray.kill(actor, no_restart=True)
+    assert handle.result(timeout=120)["success"]
+    assert [e["data"]["step"] for e in handle.logs()] == ["load", "train", "upload"]
+
+
 def test_unreachable_aggregator_without_a_copy_is_a_library_error():
     import ray
 

@@ -138,15 +138,22 @@ class StepWorker:
         self._pending = {}
         self._runtime = runtime_in(ctx, self._runtime)
         self._results = results_in(ctx, self._results)
+        sink = ctx.runtime_ctx.progress.sink
+        if isinstance(sink, RaySink):
+            sink.keep_copy()  # the step's logs and values, for the driver's copy of the run
         try:
             before = receive(ctx)
             result = execute_step(step, ctx)
             changes, self._pending = collect(ctx, before, step.name, self._threshold)
-        except BaseException:
+        except BaseException as exc:
             ctx.runtime_ctx.progress.close()
+            if isinstance(sink, RaySink) and isinstance(exc, Exception):
+                _attach_sent(exc, sink.take_sent())
             raise
         keep = any(owns_blocks(getattr(ctx, key, None)) for key in changes.values)
-        return Outcome(result, *ctx.runtime_ctx.progress.detach(), keep_worker=keep), changes
+        tail, in_flight = ctx.runtime_ctx.progress.detach()
+        sent = sink.take_sent() if isinstance(sink, RaySink) else []
+        return Outcome(result, tail, in_flight, sent, keep_worker=keep), changes
 
     def take(self, slots: list[str]) -> tuple[Any, ...]:
         """The large payloads of the last step, one return value each, then their sizes."""

@@ -156,6 +156,14 @@ class RaySink:
             self._fold_sent()
             return self._sent_folded.to_events()
 
+    def take_sent(self) -> list[ProgressEvent]:
+        """``sent``, then start a new copy: a reused step actor hands back each step's own."""
+        events = self.sent()
+        with self._lock:
+            if self._sent is not None:
+                self._sent, self._sent_folded = [], None
+        return events
+
     def _fold_sent(self) -> None:
         if self._sent_folded is None:
             self._sent_folded = ProgressState(run_id=self.run_id)
