@@ -97,17 +97,22 @@ class ResourceView:
             for node_id, node in by_id.items()
         ]
 
+    def _unfit(self, need: dict[str, float], held: Held | None = None) -> list[dict[str, float]] | None:
+        """None if some node fits ``need``; else the nodes (looked at again once first: a
+        node may just have joined)."""
+        if any(_fits(node, need) for node in self.nodes(held)):
+            return None
+        self._at = 0.0
+        nodes = self.nodes(held)
+        return None if any(_fits(node, need) for node in nodes) else nodes
+
     def check(self, what: str, options: dict[str, Any]) -> None:
         """Raise if no alive node could ever satisfy ``options`` (instead of hanging)."""
         need = needs_of(options)
         if not need:
             return
-        nodes = self.nodes()
-        if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
-            return
-        self._at = 0.0  # maybe a node just joined: look again once
-        nodes = self.nodes()
-        if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+        nodes = self._unfit(need)
+        if nodes is None:
             return
         missing = []
         for key, value in need.items():
@@ -132,13 +137,10 @@ class ResourceView:
         need = needs_of(options)
         if held is None or not held.resources or not need:
             return
-        if any(_fits(node, need) for node in self.nodes(held)):
-            return
-        self._at = 0.0  # maybe a node just joined: look again once
-        if any(_fits(node, need) for node in self.nodes(held)):
+        left = self._unfit(need, held)
+        if left is None:
             return
         mine = self._nodes_by_id().get(held.node_id, {})
-        left = self.nodes(held)
         missing = []
         for key, value in need.items():
             if max((node.get(key, 0.0) for node in left), default=0.0) < value and key in held.resources:
