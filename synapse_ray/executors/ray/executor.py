@@ -20,7 +20,7 @@ from synapse_ray.executors.ray.aggregator import NAMESPACE, get_aggregator
 from synapse_ray.executors.ray.connect import ensure_ray, local_paths
 from synapse_ray.executors.ray.errors import map_ray_errors
 from synapse_ray.executors.ray.placement import RayActorPlacement
-from synapse_ray.executors.ray.remote import Outcome, remote_run_action, take_sent, use_ray_pickler
+from synapse_ray.executors.ray.remote import Outcome, absorb_failed, remote_run_action, use_ray_pickler
 from synapse_ray.executors.ray.resources import ResourceView
 from synapse_ray.executors.ray.shards import RayShardRunner
 from synapse_ray.executors.ray.shipping import ship_code
@@ -215,8 +215,7 @@ class TaskRun:
         try:
             outcome = self._outcome()
         except Exception as exc:
-            if isinstance(self.runtime.progress.sink, RaySink):  # what the failed task sent
-                self.runtime.progress.sink.absorb(take_sent(exc))
+            absorb_failed(self.runtime.progress, exc)  # what the failed task reported
             raise
         finally:
             self._ref = None

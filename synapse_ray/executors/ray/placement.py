@@ -17,9 +17,8 @@ from typing import Any
 from synapse_ray.errors import ContextPicklingError, RunCancelledError, WorkerCrashedError
 from synapse_ray.executors.ray.errors import map_ray_errors
 from synapse_ray.executors.ray.kept import ActorCopy
-from synapse_ray.executors.ray.remote import remote_step_worker, take_sent
+from synapse_ray.executors.ray.remote import absorb_failed, remote_step_worker
 from synapse_ray.executors.ray.resources import ResourceView
-from synapse_ray.executors.ray.transport import RaySink
 from synapse_ray.executors.ray.values import DEFAULT_STORE_THRESHOLD, store_errors, store_large, stored_in
 from synapse_ray.steps.changes import ContextChanges
 from synapse_ray.steps.context import check_picklable
@@ -151,9 +150,7 @@ class RayActorPlacement:
             self._held.reset()
             if isinstance(exc, WorkerCrashedError):
                 self._forget(actor)
-            sink = ctx.runtime_ctx.progress.sink
-            if isinstance(sink, RaySink):  # what the failed step reported, for the driver's copy
-                sink.absorb(take_sent(exc))
+            absorb_failed(ctx.runtime_ctx.progress, exc)  # what the failed step reported
             raise
         finally:
             self._running = None

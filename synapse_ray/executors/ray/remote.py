@@ -48,9 +48,24 @@ class Outcome:
             import ray
 
             ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=timeout)
-        if self.sent and isinstance(reporter.sink, RaySink):
-            reporter.sink.absorb(self.sent)
+        absorb_sent(reporter, self.sent)
         reporter.forward(self.tail, wake=wake)
+
+
+def absorb_sent(reporter: Any, sent: list[ProgressEvent]) -> None:
+    """Fold what a task or step reported itself into the driver's copy of the run."""
+    if sent and isinstance(reporter.sink, RaySink):
+        reporter.sink.absorb(sent)
+
+
+def _keep_copy(sink: Any) -> None:
+    if isinstance(sink, RaySink):
+        sink.keep_copy()
+
+
+def _reported(sink: Any) -> list[ProgressEvent]:
+    """What this process reported since ``_keep_copy`` (or the last step), for the driver."""
+    return sink.take_sent() if isinstance(sink, RaySink) else []
 
 
 def _configure_worker_logging() -> None:
@@ -72,42 +87,43 @@ def run_action(call: tuple[type, Any, RuntimeContext]) -> Outcome:
     runtime.step_placement = InProcessPlacement()
     runtime.progress.flush_step_events = False  # the tail of Outcome carries them
     sink = runtime.progress.sink
-    if isinstance(sink, RaySink):
-        sink.keep_copy()
+    _keep_copy(sink)
     action = cls(params, runtime)
     try:
         value = action.run()
     except BaseException as exc:
         runtime.progress.close()
-        if isinstance(sink, RaySink) and isinstance(exc, Exception):
-            _attach_sent(exc, sink.sent())
+        _attach_sent(exc, _reported(sink))
         raise
     tail, in_flight = runtime.progress.detach()
-    return Outcome(value, tail, in_flight, sink.sent() if isinstance(sink, RaySink) else [])
+    return Outcome(value, tail, in_flight, _reported(sink))
 
 
 SENT_ATTR = "_synapse_ray_sent"  # on a failed task's exception: what the task sent
 
 
-def _attach_sent(exc: Exception, sent: list[ProgressEvent]) -> None:
+def _attach_sent(exc: BaseException, sent: list[ProgressEvent]) -> None:
     """A failed run's copy rides back on its exception (pickled with its ``__dict__``), so
     the driver's copy has the steps even when the aggregator that got them is lost."""
+    if not sent or not isinstance(exc, Exception):
+        return
     try:
         setattr(exc, SENT_ATTR, sent)
     except (AttributeError, TypeError):  # an exception type that takes no attributes
         pass
 
 
-def take_sent(exc: BaseException) -> list[ProgressEvent]:
-    """The copy a failed task attached to its exception (removed: it is not the user's)."""
+def absorb_failed(reporter: Any, exc: BaseException) -> None:
+    """Fold the copy a failed task or step attached to its exception into the driver's copy,
+    and take it off: it is not the user's."""
     sent = getattr(exc, SENT_ATTR, None)
     if sent is None:
-        return []
+        return
     try:
         delattr(exc, SENT_ATTR)
     except AttributeError:
         pass
-    return list(sent)
+    absorb_sent(reporter, list(sent))
 
 
 class StepWorker:
@@ -139,21 +155,18 @@ class StepWorker:
         self._runtime = runtime_in(ctx, self._runtime)
         self._results = results_in(ctx, self._results)
         sink = ctx.runtime_ctx.progress.sink
-        if isinstance(sink, RaySink):
-            sink.keep_copy()  # the step's logs and values, for the driver's copy of the run
+        _keep_copy(sink)  # the step's logs and values, for the driver's copy of the run
         try:
             before = receive(ctx)
             result = execute_step(step, ctx)
             changes, self._pending = collect(ctx, before, step.name, self._threshold)
         except BaseException as exc:
             ctx.runtime_ctx.progress.close()
-            if isinstance(sink, RaySink) and isinstance(exc, Exception):
-                _attach_sent(exc, sink.take_sent())
+            _attach_sent(exc, _reported(sink))
             raise
         keep = any(owns_blocks(getattr(ctx, key, None)) for key in changes.values)
         tail, in_flight = ctx.runtime_ctx.progress.detach()
-        sent = sink.take_sent() if isinstance(sink, RaySink) else []
-        return Outcome(result, tail, in_flight, sent, keep_worker=keep), changes
+        return Outcome(result, tail, in_flight, _reported(sink), keep_worker=keep), changes
 
     def take(self, slots: list[str]) -> tuple[Any, ...]:
         """The large payloads of the last step, one return value each, then their sizes."""

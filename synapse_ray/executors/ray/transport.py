@@ -86,14 +86,14 @@ class RaySink:
         self._sent_folded: ProgressState | None = None
 
     def send(self, events: list[ProgressEvent]) -> None:
-        if self.mirror is not None:
-            with self._lock:
-                self.mirror.apply(events)
-        if self._sent is not None:  # kept before the push: a dead aggregator refuses it
-            with self._lock:
-                self._sent.extend(events)
-                if len(self._sent) >= COPY_FOLD_AT:
-                    self._fold_sent()
+        if self.mirror is not None or self._sent is not None:
+            with self._lock:  # kept before the push: a dead aggregator refuses it
+                if self.mirror is not None:
+                    self.mirror.apply(events)
+                if self._sent is not None:
+                    self._sent.extend(events)
+                    if len(self._sent) >= COPY_FOLD_AT:
+                        self._fold_sent()
         sender, seq = next_seq(self.run_id, last=is_final(events))  # the aggregator folds them in this order
         _released.clear()
         ref = self.aggregator.handle.push.remote(self.run_id, events, sender, seq)
@@ -146,23 +146,19 @@ class RaySink:
         if self._sent is None:
             self._sent = []
 
-    def sent(self) -> list[ProgressEvent]:
-        """Everything this sink sent since ``keep_copy``, as few events as rebuild it."""
+    def take_sent(self) -> list[ProgressEvent]:
+        """Everything sent since ``keep_copy`` or the last take, as few events as rebuild it;
+        the copy starts again (a reused step actor hands back each step's own)."""
         with self._lock:
             if self._sent is None:
                 return []
             if self._sent_folded is None:
-                return list(self._sent)
-            self._fold_sent()
-            return self._sent_folded.to_events()
-
-    def take_sent(self) -> list[ProgressEvent]:
-        """``sent``, then start a new copy: a reused step actor hands back each step's own."""
-        events = self.sent()
-        with self._lock:
-            if self._sent is not None:
-                self._sent, self._sent_folded = [], None
-        return events
+                events = self._sent
+            else:
+                self._fold_sent()
+                events = self._sent_folded.to_events()
+            self._sent, self._sent_folded = [], None
+            return events
 
     def _fold_sent(self) -> None:
         if self._sent_folded is None:
