@@ -1,8 +1,8 @@
 """map_shards against serial, raw Ray tasks and Ray Data, on the same work, in one run.
 
-    .venv/bin/python bench/shards.py [--rounds 2] [--shards 64] [--work-ms 200] [--worker-soft-limit N]
+    .venv/bin/python bench/shards.py [--rounds 6] [--shards 64] [--work-ms 200] [--worker-soft-limit N]
 
-Arms (interleaved per round, medians reported):
+Arms (interleaved per round, each round in a rotated order, medians reported):
 
 1. serial: every shard in this process, one after another. It runs in every
    round like the other arms: this VM's CPU speed drifts by 10 % over minutes,
@@ -13,14 +13,14 @@ Arms (interleaved per round, medians reported):
    CPU, no Ray in their path: what any process fan-out gets from this machine
    while the cluster's own processes run beside it (the efficiency's ceiling).
 3. raw, in a task (info): one Ray task that runs arm 2 itself, so its shards are
-   children of a task as ours are in a step. Owning the shards from a task was
-   1 to 13 % slower than from the driver here, and the cause is worker churn:
-   the task holds a worker process and its shards need one per CPU, one more
-   than Ray keeps idle (``num_workers_soft_limit``, the CPU count). After each
-   run Ray stops the extra idle worker, and the next run starts one again
-   (about 0.4 s of CPU on this machine, while a CPU slot waits for it). With
-   ``--worker-soft-limit 3`` the worker pids stay the same run to run and the
-   gap closes. Not Ray's nice-15 workers: ``RAY_worker_niceness=0`` left it.
+   children of a task as ours are in a step. The task holds a worker process and
+   its shards need one per CPU: CPUs + 1 processes. The cluster here starts as
+   ``RayExecutor`` starts a local one, keeping CPUs + 1 idle workers
+   (``num_workers_soft_limit``, see ``local_instance_env``). At Ray's default,
+   the CPU count (``--worker-soft-limit 2``), Ray stops the extra idle worker
+   after each run and the next run starts one again (about 0.4 s of CPU on this
+   machine, while a CPU slot waits for it): 2 to 13 % slower than from the
+   driver here. Not Ray's nice-15 workers: ``RAY_worker_niceness=0`` left it.
 4. ours, on the driver: ``map_shards`` with the Ray runner, from this process.
 5. ours, in a step: a ``RayExecutor`` task-mode action that calls ``map_shards``
    (what users run: the mapper is itself a Ray task, shards are its children).
@@ -58,6 +58,7 @@ from pydantic import BaseModel  # noqa: E402
 
 from bench.prelude import precompile  # noqa: E402  (sets Ray's environment; ray is imported in main)
 from synapse_ray import BaseTrainAction, RayExecutor, RuntimeContext, iter_shards, map_shards  # noqa: E402
+from synapse_ray.executors.ray.connect import SOFT_LIMIT_ENV, local_instance_env  # noqa: E402
 from synapse_ray.executors.ray.shards import RayShardRunner  # noqa: E402
 
 RAY_CPUS = 2  # the cluster this script starts, and the plain-process pool alike
@@ -129,13 +130,20 @@ def rss_child(n: int, address: str) -> None:
 
 
 def run_rounds(arms: dict[str, Any], times: dict[str, list[float]], rounds: int) -> None:
-    """Interleaved rounds: each arm once per round, so a change in the machine's load hits all."""
+    """Interleaved rounds: each arm once per round, so a change in the machine's load hits all.
+
+    Round r starts at arm r (rotated): an arm pays for what the one before it left
+    behind (a Ray worker stopping or starting, the daemons catching up), and in a
+    fixed order the same arm always paid for the same neighbour."""
+    names = list(arms)
     for r in range(rounds):
-        for name, arm in arms.items():
-            times[name].append(timed(arm))
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        for name in order:
+            times[name].append(timed(arms[name]))
         print(
             f"round {r + 1}: "
-            + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in arms)
+            + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in order)
             + f" (load {os.getloadavg()[0]:.2f})"
         )
 
@@ -176,7 +184,9 @@ def ray_data_arm(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="rounds of every arm; 6 starts each arm first once"
+    )
     parser.add_argument("--shards", type=int, default=64)
     parser.add_argument("--work-ms", type=float, default=200.0)
     parser.add_argument("--rss", type=int, nargs=2, default=[1_000, 20_000])
@@ -185,7 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--worker-soft-limit",
         type=int,
-        help="idle worker processes the cluster keeps (Ray's num_workers_soft_limit; default: its CPUs)",
+        help="idle workers the cluster keeps (num_workers_soft_limit; default as RayExecutor: CPUs + 1)",
     )
     args = parser.parse_args()
     if args.rss_child:
@@ -199,14 +209,17 @@ def main() -> None:
     # forked and warmed before Ray starts its threads in this process
     pool = ProcessPoolExecutor(max_workers=RAY_CPUS, mp_context=multiprocessing.get_context("fork"))
     list(pool.map(burn, [1000] * RAY_CPUS))
-    if args.worker_soft_limit is not None:  # read by the raylet this ray.init starts
-        os.environ["RAY_num_workers_soft_limit"] = str(args.worker_soft_limit)
+    # read by the raylet this ray.init starts: as RayExecutor's local instance, unless given
+    if args.worker_soft_limit is not None:
+        os.environ[SOFT_LIMIT_ENV] = str(args.worker_soft_limit)
+    else:
+        os.environ.update(local_instance_env(RAY_CPUS))
     # a cluster of its own, even when another one was started on this machine with `ray start`
     ctx = ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR")
     cpus = int(ray.cluster_resources()["CPU"])
     print(
         f"ray {ray.__version__}, python {sys.version.split()[0]}, cpu count {os.cpu_count()}, "
-        f"ray CPUs {cpus}, worker soft limit {args.worker_soft_limit or 'Ray default (CPUs)'}, "
+        f"ray CPUs {cpus}, worker soft limit {os.environ.get(SOFT_LIMIT_ENV, 'Ray default (CPUs)')}, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(precompile())

@@ -335,6 +335,39 @@ def test_connecting_checks_the_current_cluster_pointer_before_ray_init(monkeypat
         connect.ensure_ray(None, 2.0)
 
 
+def test_a_local_instance_keeps_one_idle_worker_more_than_cpus_unless_the_user_chose(monkeypatch):
+    """A step fanning out over every CPU needs CPUs + 1 processes; the raylet of an instance
+    we start gets that soft limit in its environment, and a value the user set is kept."""
+    from synapse_ray.executors.ray import connect
+
+    monkeypatch.delenv(connect.SOFT_LIMIT_ENV, raising=False)
+    assert connect.local_instance_env(2) == {"RAY_num_workers_soft_limit": "3"}
+    counted = int(connect.local_instance_env()[connect.SOFT_LIMIT_ENV])
+    assert counted >= 2  # Ray's own CPU count, plus one
+    monkeypatch.setenv(connect.SOFT_LIMIT_ENV, "7")
+    assert connect.local_instance_env(2) == {}
+
+
+def test_joining_a_cluster_leaves_its_workers_alone(monkeypatch):
+    """Only an instance this process starts gets the setting: joining one passes nothing."""
+    import ray
+
+    from synapse_ray.executors.ray import connect
+
+    seen: list[str | None] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(connect.SOFT_LIMIT_ENV, raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(os.environ.get(connect.SOFT_LIMIT_ENV)))
+    monkeypatch.setattr(connect, "check_current_cluster", lambda timeout: True)  # a live pointer
+    connect.ensure_ray(None, 2.0)
+    monkeypatch.setattr(connect, "check_current_cluster", lambda timeout: False)  # nothing to join
+    connect.ensure_ray(None, 2.0)
+    assert seen[0] is None
+    assert seen[1] is not None and int(seen[1]) >= 2
+    assert connect.SOFT_LIMIT_ENV not in os.environ  # set around ray.init only
+
+
 def test_close_waits_for_the_final_records_of_runs_that_ended():
     """``close`` (and leaving ``with executor:``) waits, bounded, for each ended run's record."""
     waited: list[float] = []

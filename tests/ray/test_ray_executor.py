@@ -353,6 +353,53 @@ def test_the_advice_works_py_modules_ships_the_code(tmp_path):
     assert "RESULT 40" in proc.stdout, proc.stderr[-3000:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the raylet's /proc environ")
+def test_a_local_instance_keeps_the_workers_a_steps_fan_out_needs():
+    """A fresh driver's local Ray keeps CPUs + 1 idle workers: a second fan-out from a task,
+    after Ray's idle-worker timeout (1 s), runs at full width on the processes of the first."""
+    import subprocess
+
+    script = textwrap.dedent(
+        """
+        import os, time
+        import ray
+        from synapse_ray.executors.ray.connect import SOFT_LIMIT_ENV, ensure_ray
+
+        ensure_ray("local")
+        cpus = int(ray.cluster_resources()["CPU"])
+        raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+        with open(f"/proc/{raylet}/environ") as fh:
+            env = dict(kv.split("=", 1) for kv in fh.read().split("\\0") if "=" in kv)
+        print("RAYLET", env.get(SOFT_LIMIT_ENV), "CPUS", cpus, "DRIVER", os.environ.get(SOFT_LIMIT_ENV))
+
+        @ray.remote
+        def shard():
+            time.sleep(0.3)
+            return os.getpid()
+
+        @ray.remote
+        def step():
+            return {os.getpid(), *ray.get([shard.remote() for _ in range(cpus)])}
+
+        first = ray.get(step.remote())
+        time.sleep(2.5)  # the raylet stops idle workers beyond its soft limit after 1 s
+        second = ray.get(step.remote())
+        print("PIDS", len(first), len(second), "NEW", len(second - first))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_num_workers_soft_limit")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
+    out = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert "RAYLET" in out and "PIDS" in out, proc.stderr[-3000:]
+    limit, _, cpus, _, driver = out["RAYLET"].split()
+    assert (int(limit), driver) == (int(cpus) + 1, "None")
+    # at Ray's default the extra worker is gone: the second fan-out's shards wait for one
+    # another (or for a new process), on fewer processes than CPUs + 1
+    assert out["PIDS"] == f"{int(cpus) + 1} {int(cpus) + 1} NEW 0", proc.stdout
+
+
 def test_aggregator_writes_the_run_to_its_backend_job(backend_server):
     from synapse_ray.backend import BackendClient
 

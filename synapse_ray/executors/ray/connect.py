@@ -18,7 +18,9 @@ from urllib.parse import urlparse
 
 from synapse_ray.errors import ClusterError, ConfigurationError
 from synapse_ray.executors.ray.aggregator import NAMESPACE
+from synapse_ray.runtime.env import applied_env
 
+SOFT_LIMIT_ENV = "RAY_num_workers_soft_limit"
 _init_lock = threading.Lock()
 
 
@@ -76,14 +78,38 @@ def ensure_ray(
             probe_address(address, connect_timeout)
             check_auth(address)
             kwargs["address"] = address
+            starts = address == "local"
         else:
-            check_current_cluster(connect_timeout)
+            starts = not check_current_cluster(connect_timeout)
             kwargs["include_dashboard"] = False
         try:
-            ray.init(**kwargs)
+            with applied_env(local_instance_env() if starts else None):  # the raylet inherits it
+                ray.init(**kwargs)
             return True
         except (ConnectionError, RuntimeError) as exc:
             raise connect_error(address, exc) from exc
+
+
+def local_instance_env(cpus: int | None = None) -> dict[str, str]:
+    """The environment of a Ray instance this process starts (its raylet reads it).
+
+    One idle worker process more than CPUs (Ray keeps as many as CPUs): a step
+    that fans shards out over every CPU needs CPUs + 1 processes, its own and
+    one per shard, and at Ray's default the raylet stops the extra one a
+    second after each fan-out and the next fan-out starts one again (about
+    0.4 s of CPU, a slot idle meanwhile: 2 to 7 % of a 64-shard fan-out on 2
+    CPUs, see docs/performance.md). A value the user set wins.
+    """
+    if SOFT_LIMIT_ENV in os.environ:
+        return {}
+    if cpus is None:
+        try:
+            from ray._private.utils import get_num_cpus  # what Ray will count (container limits)
+
+            cpus = int(get_num_cpus())
+        except (ImportError, AttributeError):  # Ray moved it
+            cpus = os.cpu_count() or 1
+    return {SOFT_LIMIT_ENV: str(cpus + 1)}
 
 
 def check_auth(address: str, timeout: float = 5.0) -> None:
@@ -150,15 +176,15 @@ def current_cluster_pointer() -> tuple[Path, str] | None:
     return (path, address) if address else None
 
 
-def check_current_cluster(timeout: float) -> None:
+def check_current_cluster(timeout: float) -> bool:
     """With no address, ``ray.init()`` joins the cluster the pointer names: it must answer.
 
     A pointer to a dead cluster otherwise makes ``ray.init()`` retry it for
-    minutes without a word.
+    minutes without a word. True when there is one to join (else Ray starts one).
     """
     found = current_cluster_pointer()
     if found is None:
-        return
+        return False
     path, address = found
     try:
         probe_address(address, timeout)
@@ -170,6 +196,7 @@ def check_current_cluster(timeout: float) -> None:
             "(--address local) for a private Ray instance.",
             address=address,
         ) from None
+    return True
 
 
 def route_ray_logs(path: Path) -> None:
