@@ -38,6 +38,11 @@ from synapse_ray.steps.retry import NO_RETRY, RetryPolicy
 
 DEFAULT_CATEGORY = "shards"
 WAIT_SLICE = 0.25  # how often a waiting mapper looks at the cancel flag
+# The fan-out's counts go out at most this often (the closing ones at once). Each change
+# wakes the step's reporter, whose next batch to the aggregator follows within 0.1 s: a
+# batch per finished shard, 2 % of a 2-CPU machine in a 64-shard fan-out (sender and
+# aggregator), where 4 a second show the same on a live display.
+COUNTS_EVERY = 0.25
 LISTED_FAILURES = 20  # failures named in an error message (all are kept in ``failures``)
 
 # a retry waiting for its delay: (due, index, task, the error that asked for it); the error
@@ -93,6 +98,7 @@ class ShardStream(Iterator[ShardResult]):
         self.failures: list[ShardFailure] = []
         self.counts = dict.fromkeys(("submitted", "done", "failed", "retried", "cancelled"), 0)
         self._sent: tuple[Any, ...] = ()
+        self._sent_at = float("-inf")
         self._gen: Iterator[ShardResult] | None = None
 
     def __iter__(self) -> ShardStream:
@@ -276,7 +282,10 @@ class ShardStream(Iterator[ShardResult]):
         key = (running, closed, self.total, *c.values())
         if key == self._sent:
             return
-        self._sent = key
+        now = time.monotonic()
+        if not closed and now - self._sent_at < COUNTS_EVERY:
+            return  # the loop comes back within WAIT_SLICE and sends the newest
+        self._sent, self._sent_at = key, now
         data = {
             "map": self.map_id,
             "counts": {**c, "running": running, "total": self.total},

@@ -409,6 +409,30 @@ def test_running_shards_are_reported_cancelled_before_the_runner_waits_for_them(
     assert (seen.submitted, seen.done, seen.cancelled, seen.running) == (4, 1, 3, 0)
 
 
+def test_a_fast_fan_out_sends_its_counts_a_few_times_a_second_and_the_last_at_once(monkeypatch):
+    """Each finished shard changes the counts; sending every change would be a batch to the
+    aggregator per shard. They go at most every ``COUNTS_EVERY`` s, the closing ones at once."""
+    from synapse_ray.shards import stream
+
+    rt, state = _local_ctx()
+    sent: list[dict[str, Any]] = []
+    forward = rt.progress.shard_event
+
+    def record(category: str, data: dict[str, Any]) -> None:
+        sent.append(data)
+        forward(category, data)
+
+    monkeypatch.setattr(rt.progress, "shard_event", record)
+    started = time.monotonic()
+    assert map_shards(rt, lambda x: x, range(300)) == list(range(300))
+    took = time.monotonic() - started
+    assert len(sent) <= 2 + took / stream.COUNTS_EVERY + 1, (len(sent), took)
+    last = sent[-1]
+    assert last["closed"] and (last["counts"]["done"], last["counts"]["running"]) == (300, 0)
+    rt.progress.flush()
+    assert state.snapshot().shards["shards"].done == 300
+
+
 def test_the_live_display_shows_shard_counts():
     from synapse_ray.cli.display import describe
 
