@@ -66,6 +66,7 @@ class InProcessShardRunner:
 class InProcessSession:
     capacity = 1
     crash_retries = 0  # a crash here is this process dying
+    bounded_wait = False  # ``wait`` runs a shard
 
     def __init__(self, job: ShardJob) -> None:
         self.job = job

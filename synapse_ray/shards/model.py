@@ -74,10 +74,13 @@ class ShardDone:
 
 
 class ShardSession(Protocol):
-    """One fan-out on one runner. ``capacity`` is the default in-flight bound."""
+    """One fan-out on one runner. ``capacity`` is the default in-flight bound;
+    ``bounded_wait`` says that ``wait`` returns within its timeout (a runner that
+    runs a shard inside ``wait`` cannot promise it)."""
 
     capacity: int
     crash_retries: int
+    bounded_wait: bool
 
     def submit(self, task: ShardTask) -> None: ...
 

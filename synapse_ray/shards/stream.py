@@ -38,10 +38,12 @@ from synapse_ray.steps.retry import NO_RETRY, RetryPolicy
 
 DEFAULT_CATEGORY = "shards"
 WAIT_SLICE = 0.25  # how often a waiting mapper looks at the cancel flag
-# The fan-out's counts go out at most this often (the closing ones at once). Each change
-# wakes the step's reporter, whose next batch to the aggregator follows within 0.1 s: a
-# batch per finished shard, 2 % of a 2-CPU machine in a 64-shard fan-out (sender and
-# aggregator), where 4 a second show the same on a live display.
+# On a runner whose wait returns within WAIT_SLICE (Ray), the fan-out's counts go out at
+# most this often (the closing ones at once). Each change wakes the step's reporter, whose
+# next batch to the aggregator follows within 0.1 s: a batch per finished shard, 2 % of a
+# 2-CPU machine in a 64-shard fan-out (sender and aggregator), where 4 a second show the
+# same on a live display. A runner that runs a shard inside its wait (in-process) sends
+# every change: held back, the counts could stay stale for a whole shard.
 COUNTS_EVERY = 0.25
 LISTED_FAILURES = 20  # failures named in an error message (all are kept in ``failures``)
 
@@ -95,6 +97,7 @@ class ShardStream(Iterator[ShardResult]):
         self._session = runner.open(ShardJob(fn, base, options, self.what))  # pickling, resources
         self.map_id = base.map_id
         self.max_in_flight = max_in_flight or max(1, int(self._session.capacity))
+        self._counts_every = COUNTS_EVERY if self._session.bounded_wait else 0.0
         self.failures: list[ShardFailure] = []
         self.counts = dict.fromkeys(("submitted", "done", "failed", "retried", "cancelled"), 0)
         self._sent: tuple[Any, ...] = ()
@@ -283,7 +286,7 @@ class ShardStream(Iterator[ShardResult]):
         if key == self._sent:
             return
         now = time.monotonic()
-        if not closed and now - self._sent_at < COUNTS_EVERY:
+        if not closed and now - self._sent_at < self._counts_every:
             return  # the loop comes back within WAIT_SLICE and sends the newest
         self._sent, self._sent_at = key, now
         data = {

@@ -20,7 +20,7 @@ from synapse_ray import (
 from synapse_ray.errors import ClusterError, ShardsFailedError, ShardSourceError
 from synapse_ray.executors.ray.resources import Held, ResourceView
 from synapse_ray.executors.ray.shards import default_in_flight
-from synapse_ray.parallel import InProcessShardRunner, ShardResult, iter_shards, map_shards
+from synapse_ray.parallel import InProcessSession, InProcessShardRunner, ShardResult, iter_shards, map_shards
 from synapse_ray.runtime.cancel import CancelToken
 from synapse_ray.runtime.progress import PLAN, SHARD, STEP, ProgressEvent, ProgressPlan
 from synapse_ray.runtime.progress_state import ProgressState
@@ -91,6 +91,7 @@ class _SlowFirstShard:
     def __init__(self) -> None:
         self.capacity = 4
         self.crash_retries = 0
+        self.bounded_wait = True
         self.queue: list[Any] = []
         self.held = self.most_held = 0
 
@@ -369,6 +370,7 @@ class _SlowToCancel:
 
     capacity = 4
     crash_retries = 0
+    bounded_wait = True
 
     def __init__(self, rt: RuntimeContext, state: ProgressState) -> None:
         self.rt, self.state = rt, state
@@ -409,12 +411,16 @@ def test_running_shards_are_reported_cancelled_before_the_runner_waits_for_them(
     assert (seen.submitted, seen.done, seen.cancelled, seen.running) == (4, 1, 3, 0)
 
 
-def test_a_fast_fan_out_sends_its_counts_a_few_times_a_second_and_the_last_at_once(monkeypatch):
-    """Each finished shard changes the counts; sending every change would be a batch to the
-    aggregator per shard. They go at most every ``COUNTS_EVERY`` s, the closing ones at once."""
-    from synapse_ray.shards import stream
+class _BoundedInProcess(InProcessShardRunner):
+    """The in-process runner, claiming a wait bounded by its timeout (as Ray's is)."""
 
-    rt, state = _local_ctx()
+    def open(self, job: ShardJob) -> InProcessSession:
+        session = super().open(job)
+        session.bounded_wait = True  # type: ignore[misc]
+        return session
+
+
+def _record_counts(rt: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     forward = rt.progress.shard_event
 
@@ -423,6 +429,18 @@ def test_a_fast_fan_out_sends_its_counts_a_few_times_a_second_and_the_last_at_on
         forward(category, data)
 
     monkeypatch.setattr(rt.progress, "shard_event", record)
+    return sent
+
+
+def test_a_fast_fan_out_sends_its_counts_a_few_times_a_second_and_the_last_at_once(monkeypatch):
+    """Each finished shard changes the counts; sending every change would be a batch to the
+    aggregator per shard. On a runner whose wait is bounded (Ray's) they go at most every
+    ``COUNTS_EVERY`` s, the closing ones at once."""
+    from synapse_ray.shards import stream
+
+    rt, state = _local_ctx()
+    rt.shard_runner = _BoundedInProcess()
+    sent = _record_counts(rt, monkeypatch)
     started = time.monotonic()
     assert map_shards(rt, lambda x: x, range(300)) == list(range(300))
     took = time.monotonic() - started
@@ -431,6 +449,21 @@ def test_a_fast_fan_out_sends_its_counts_a_few_times_a_second_and_the_last_at_on
     assert last["closed"] and (last["counts"]["done"], last["counts"]["running"]) == (300, 0)
     rt.progress.flush()
     assert state.snapshot().shards["shards"].done == 300
+
+
+def test_a_runner_that_runs_shards_in_its_wait_sends_every_change(monkeypatch):
+    """In-process, the next shard runs inside ``wait``: counts held back would stay stale
+    for its whole length, so each change goes out before it starts."""
+    rt, _ = _local_ctx()
+    sent = _record_counts(rt, monkeypatch)
+    done_when_sent: list[int] = []
+
+    def slow_after_a_fast_one(x: int) -> int:
+        done_when_sent.append(sent[-1]["counts"]["done"])  # what a reader sees while x runs
+        return x
+
+    assert map_shards(rt, slow_after_a_fast_one, range(5)) == list(range(5))
+    assert done_when_sent == [0, 1, 2, 3, 4]
 
 
 def test_the_live_display_shows_shard_counts():

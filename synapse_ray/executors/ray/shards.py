@@ -58,6 +58,8 @@ class RayShardSession:
     """One fan-out on Ray. ``capacity``: twice the shards that fit at once for tasks (a
     queued task keeps each worker busy between completions); one per fitting actor."""
 
+    bounded_wait = True  # ``ray.wait`` with the mapper's timeout
+
     def __init__(self, job: ShardJob, crash_retries: int) -> None:
         import ray
 
